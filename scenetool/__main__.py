@@ -1,0 +1,3 @@
+from scenetool.cli import main
+
+main()

@@ -1,0 +1,207 @@
+"""The model: one class that owns the onnxruntime session and the labels.
+
+The ONNX file describes itself (see `scenetool.metadata`); nothing about labels, size or
+preprocessing is known here until a file is opened. onnxruntime is imported on first use
+so `import scenetool` and `scenetool --version` stay quick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from scenetool.metadata import MetadataError, ModelMeta
+
+MODEL_ENV = "SCENETOOL_MODEL"
+MODEL_FILE = "scenes.onnx"
+# Providers in order of preference; only those this onnxruntime build has are used.
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider")
+
+
+class ModelError(Exception):
+    """The model file is missing, unreadable, or not a scenetool model."""
+
+
+def shipped_model_candidates() -> list[Path]:
+    """Where the shipped model lives: the source tree (editable installs) or the install prefix."""
+    here = Path(__file__).resolve().parent
+    return [
+        here.parent / "exported" / MODEL_FILE,  # checkout / editable install
+        Path(sys.prefix) / "share" / "scenetool" / MODEL_FILE,  # pip install . (data_files)
+    ]
+
+
+def find_model(explicit: str | os.PathLike | None = None) -> Path:
+    """`--model`, else $SCENETOOL_MODEL, else the shipped model."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(MODEL_ENV)
+    if env:
+        return Path(env)
+    for candidate in shipped_model_candidates():
+        if candidate.is_file():
+            return candidate
+    raise ModelError(
+        f"no model found: the shipped {MODEL_FILE} is not installed; "
+        f"pass --model FILE or set {MODEL_ENV}")
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    out = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        out |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return out, pos
+        shift += 7
+
+
+def read_opsets(buf: bytes) -> dict[str, int]:
+    """The opset_import entries of a serialized ModelProto, read without the onnx package.
+
+    Walks the top-level protobuf fields only (field 8 is opset_import: domain=1, version=2).
+    """
+    opsets: dict[str, int] = {}
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            if field == 8:
+                sub, end, domain, version = pos, pos + length, "", 0
+                while sub < end:
+                    k, sub = _varint(buf, sub)
+                    if k == (1 << 3 | 2):
+                        n, sub = _varint(buf, sub)
+                        domain = buf[sub:sub + n].decode("utf-8", "replace")
+                        sub += n
+                    elif k == (2 << 3 | 0):
+                        version, sub = _varint(buf, sub)
+                    else:
+                        break
+                opsets[domain or "ai.onnx"] = version
+            pos += length
+        else:
+            break
+    return opsets
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: Path
+    sha256: str
+    size: int
+    opset: int | None
+    input_name: str
+    input_shape: list[int | str | None]
+    output_name: str
+    meta: ModelMeta
+
+    def as_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "size": self.size,
+            "opset": self.opset,
+            "input": {"name": self.input_name, "shape": self.input_shape},
+            "output": self.output_name,
+            "labels": list(self.meta.labels),
+            "image_size": list(self.meta.image_size),
+            "channel_order": self.meta.channel_order,
+            "value_range": list(self.meta.value_range),
+            "resize": self.meta.resize,
+            "layout": self.meta.layout,
+            **{k: v for k, v in self.meta.extra.items()},
+        }
+
+
+class SceneModel:
+    """An opened scenetool ONNX model: `predict` turns a batch of images into probabilities.
+
+    `threads` sets onnxruntime's intra-op threads (None: onnxruntime's default, all cores).
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        self.path = Path(path)
+        try:
+            self._bytes = self.path.read_bytes()
+        except FileNotFoundError:
+            raise ModelError(f"model file not found: {self.path}") from None
+        except IsADirectoryError:
+            raise ModelError(f"model path is a folder, not an ONNX file: {self.path}") from None
+        except OSError as exc:
+            raise ModelError(f"cannot read model {self.path}: {exc.strerror}") from None
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        providers = [p for p in PREFERRED_PROVIDERS if p in available] or available
+        try:
+            self.session = ort.InferenceSession(self._bytes, options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"not a usable ONNX model: {self.path} ({first[:160]})") from None
+        try:
+            self.meta = ModelMeta.from_props(self.session.get_modelmeta().custom_metadata_map)
+        except MetadataError as exc:
+            raise ModelError(f"{self.path} is not a scenetool model: {exc}") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ModelError(f"{self.path}: expected one image input of rank 4")
+        self.input_name = inputs[0].name
+        self.output_name = outputs[0].name
+        n_out = outputs[0].shape[-1] if outputs[0].shape else None
+        if isinstance(n_out, int) and n_out != len(self.meta.labels):
+            raise ModelError(f"{self.path}: {n_out} outputs but {len(self.meta.labels)} labels")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.meta.labels
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.meta.image_size
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self._bytes).hexdigest()
+
+    def info(self) -> ModelInfo:
+        opsets = read_opsets(self._bytes)
+        return ModelInfo(
+            path=self.path.resolve(), sha256=self.sha256, size=len(self._bytes),
+            opset=opsets.get("ai.onnx"), input_name=self.input_name,
+            input_shape=list(self.session.get_inputs()[0].shape),
+            output_name=self.output_name, meta=self.meta)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """float32 images (N, H, W, 3) in the model's value range and channel order -> (N, labels)."""
+        if self.meta.layout == "NCHW":
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        (probs,) = self.session.run([self.output_name], {self.input_name: batch})
+        return probs
+
+
+def open_model(explicit: str | os.PathLike | None = None, threads: int | None = None) -> SceneModel:
+    """The session factory: find the model (`--model`, $SCENETOOL_MODEL, shipped) and open it."""
+    return SceneModel(find_model(explicit), threads=threads)

@@ -1,0 +1,161 @@
+"""Rich output: the streaming results table and the summary tables.
+
+The results table is printed in chunks with fixed column widths and no outer box, so it
+reads as one table while memory stays flat however many rows there are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from scenetool.evaluate import Scores
+from scenetool.job import Tally
+from scenetool.pipeline import UNKNOWN
+from scenetool.report import Summary
+from scenetool.store import Row, Run
+
+
+def shown_path(path: str) -> str:
+    """A path relative to the working directory when it lies below it, else absolute."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def confidence_text(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+class ResultTable:
+    """Rows printed a chunk at a time (header on the first chunk only).
+
+    Columns: path, label, confidence, and a details column that holds the runners-up
+    (with --top-k) or, for a failed file, the reason.
+    """
+
+    CHUNK = 50
+
+    def __init__(self, console: Console, labels: Sequence[str], top_k: int = 1):
+        self.console, self.top_k = console, top_k
+        self.rows: list[Row] = []
+        self.printed_header = False
+        self.label_width = max(max((len(x) for x in labels), default=5), len(UNKNOWN), 6)
+        self.conf_width = 10
+        room = max(console.width - self.label_width - self.conf_width - 6, 40)
+        self.path_width = max(room * 3 // 5, 20)
+        self.details_width = max(room - self.path_width, 16)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        table = Table(box=box.SIMPLE_HEAD, show_header=not self.printed_header, show_edge=False,
+                      pad_edge=False)
+        table.add_column("path", width=self.path_width, overflow="fold")
+        table.add_column("label", width=self.label_width, overflow="fold")
+        table.add_column("confidence", width=self.conf_width, justify="right")
+        table.add_column("runners-up" if self.top_k > 1 else "note", width=self.details_width,
+                         overflow="fold")
+        for row in self.rows:
+            if row.error:
+                label, details = Text("failed", style="red"), Text(row.error, style="red")
+            else:
+                label = Text(row.label or "", style="yellow" if row.label == UNKNOWN else "")
+                details = Text(", ".join(f"{lab} {p:.1%}" for lab, p in row.top_k[1:]))
+            table.add_row(shown_path(row.path), label, confidence_text(row.confidence), details)
+        self.console.print(table)
+        self.printed_header = True
+        self.rows.clear()
+
+
+def tally_table(tally: Tally, labels: Sequence[str]) -> Table:
+    """Per-class counts of one classify run."""
+    table = Table(title="Summary", box=box.SIMPLE_HEAD)
+    table.add_column("label")
+    table.add_column("images", justify="right")
+    table.add_column("share", justify="right")
+    total = tally.total or 1
+    for label in [*labels, UNKNOWN]:
+        n = tally.labels.get(label, 0)
+        if n or label != UNKNOWN:
+            table.add_row(label, str(n), f"{n / total:.1%}")
+    if tally.failed:
+        table.add_row(Text("failed", style="red"), str(tally.failed), f"{tally.failed / total:.1%}")
+    table.add_row(Text("total", style="bold"), str(tally.total), "")
+    return table
+
+
+def run_header(run: Run | None, store_path: str, total: int) -> str:
+    if run is None:
+        return f"All stored results (latest per image) in {store_path}: {total} images"
+    state = f"finished {run.finished}" if run.finished else "interrupted (not finished)"
+    return (f"Run {run.id} in {store_path}: started {run.started}, {state}; "
+            f"model {run.model_sha256[:12]}; {total} images")
+
+
+def summary_tables(summary: Summary) -> list[Table]:
+    """Per-class counts with mean confidence, then the doubtful and the failed images."""
+    tables = []
+    table = Table(title="Per class", box=box.SIMPLE_HEAD)
+    table.add_column("label")
+    table.add_column("images", justify="right")
+    table.add_column("mean confidence", justify="right")
+    for label, stats in sorted(summary.classes.items()):
+        table.add_row(label, str(stats.count), f"{stats.mean_confidence:.1%}")
+    if summary.failed_count:
+        table.add_row(Text("failed", style="red"), str(summary.failed_count), "")
+    table.add_row(Text("total", style="bold"), str(summary.total), "")
+    tables.append(table)
+    if summary.low_count:
+        low = Table(title=f"Low confidence (below {summary.low_threshold:.0%}): "
+                    f"{summary.low_count}" + (f", first {len(summary.low)} shown"
+                                               if summary.low_count > len(summary.low) else ""),
+                    box=box.SIMPLE_HEAD)
+        low.add_column("path", overflow="fold")
+        low.add_column("label")
+        low.add_column("confidence", justify="right")
+        low.add_column("runners-up", overflow="fold")
+        for row in summary.low:
+            low.add_row(shown_path(row.path), row.label or "", confidence_text(row.confidence),
+                        ", ".join(f"{lab} {p:.0%}" for lab, p in row.top_k[1:3]))
+        tables.append(low)
+    if summary.failed_count:
+        failed = Table(title=f"Failed: {summary.failed_count}" + (
+            f", first {len(summary.failed)} shown"
+            if summary.failed_count > len(summary.failed) else ""), box=box.SIMPLE_HEAD)
+        failed.add_column("path", overflow="fold")
+        failed.add_column("reason", style="red", overflow="fold")
+        for row in summary.failed:
+            failed.add_row(shown_path(row.path), row.error or "")
+        tables.append(failed)
+    return tables
+
+
+def scores_tables(scores: Scores) -> list[Table]:
+    """Per-class precision, recall and F1, and the confusion matrix."""
+    per = Table(title=f"Accuracy {scores.accuracy:.2%} on {scores.n} images", box=box.SIMPLE_HEAD)
+    for column in ("label", "precision", "recall", "f1", "support"):
+        per.add_column(column, justify="left" if column == "label" else "right")
+    for label, m in scores.per_class().items():
+        per.add_row(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+                    str(m["support"]))
+    cm = Table(title="Confusion matrix (rows: true, columns: predicted)", box=box.SIMPLE_HEAD)
+    cm.add_column("true \\ predicted")
+    for label in scores.labels:
+        cm.add_column(label, justify="right")
+    for i, label in enumerate(scores.labels):
+        cm.add_row(label, *(Text(str(v), style="bold green" if i == j else "")
+                            for j, v in enumerate(scores.confusion[i])))
+    return [per, cm]

@@ -1,0 +1,263 @@
+"""Training: AdamW with warm-up and cosine decay, progressive resizing, resumable runs.
+
+A run lives in `runs/<name>/`: config.json, split.txt (a copy of the split it used),
+history.csv, last.keras (model and optimizer, written after every epoch), best.keras
+(best validation accuracy), state.json (where to resume) and metrics.json.
+
+Each epoch is its own `model.fit(..., initial_epoch=e, epochs=e + 1)` call, because the
+epoch's image size and random seed pick its dataset. The learning rate follows the
+optimizer's step counter, which is saved with the optimizer, so `--resume` continues the
+same schedule as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from train import data as data_mod
+
+
+class FitError(Exception):
+    """A run that cannot start or resume as asked."""
+
+
+@dataclass
+class FitConfig:
+    arch: str = "scenenet"
+    data: str = "data/intel/seg_train"
+    name: str = ""
+    runs_dir: str = "runs"
+    split: str = ""  # default: runs/split-<data folder name>.txt
+    phases: list[tuple[int, int]] = field(default_factory=lambda: [(96, 12)])  # (size, epochs)
+    batch: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    seed: int = data_mod.DEFAULT_SEED
+    val_fraction: float = data_mod.DEFAULT_VAL_FRACTION
+    patience: int = 6  # early stopping on validation accuracy; 0 turns it off
+    jit: bool = True
+    cache_dir: str = ""
+    max_train: int = 0  # use only the first N training images (smoke runs); 0 = all
+
+    @property
+    def epochs(self) -> int:
+        return sum(e for _, e in self.phases)
+
+    def size_at(self, epoch: int) -> int:
+        done = 0
+        for size, n in self.phases:
+            done += n
+            if epoch < done:
+                return size
+        return self.phases[-1][0]
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["phases"] = [list(p) for p in self.phases]
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict) -> FitConfig:
+        obj = dict(obj)
+        obj["phases"] = [tuple(p) for p in obj["phases"]]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in obj.items() if k in known})
+
+
+def parse_phases(text: str, epochs: int | None) -> list[tuple[int, int]]:
+    """`96` (with --epochs) or `96:10,128:4,150:2`: image size and epochs per phase."""
+    phases = []
+    for part in text.split(","):
+        part = part.strip()
+        if ":" in part:
+            size, n = part.split(":", 1)
+            phases.append((int(size), int(n)))
+        else:
+            phases.append((int(part), -1))
+    if len(phases) == 1 and phases[0][1] == -1:
+        return [(phases[0][0], epochs or 12)]
+    if any(n <= 0 for _, n in phases):
+        raise ValueError("with several image sizes give each one's epochs: 96:10,150:2")
+    if epochs is not None and epochs != sum(n for _, n in phases):
+        raise ValueError("--epochs disagrees with the epochs given per image size")
+    return phases
+
+
+HISTORY_FIELDS = ["epoch", "image_size", "loss", "accuracy", "val_loss", "val_accuracy",
+                  "lr", "seconds"]
+
+
+def _lr_schedule(cfg: FitConfig, steps_per_epoch: int):
+    from train.schedule import WarmupCosine
+
+    return WarmupCosine(cfg.lr, int(cfg.warmup_epochs * steps_per_epoch),
+                        cfg.epochs * steps_per_epoch)
+
+
+def _build(cfg: FitConfig, num_classes: int, steps_per_epoch: int):
+    import keras
+
+    from train.zoo import fixed_size, make_model
+
+    sizes = {s for s, _ in cfg.phases}
+    if fixed_size(cfg.arch) and len(sizes) > 1:
+        raise FitError(f"{cfg.arch} flattens its features, so it trains at one image size only")
+    model = make_model(cfg.arch, num_classes, cfg.phases[0][0] if fixed_size(cfg.arch) else None)
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=_lr_schedule(cfg, steps_per_epoch), weight_decay=cfg.weight_decay)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"], jit_compile=cfg.jit)
+    return model
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _save(model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _start_history(path: Path, epochs_done: int) -> None:
+    """history.csv with a header and the rows of the epochs done (as state.json counts them).
+
+    A run stopped after writing an epoch's row but before its state.json would otherwise
+    repeat that epoch's row when resumed.
+    """
+    rows = []
+    if path.exists():
+        with path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, HISTORY_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def default_split_path(cfg: FitConfig) -> Path:
+    return Path(cfg.runs_dir) / f"split-{Path(cfg.data).resolve().name}.txt"
+
+
+def prepare(cfg: FitConfig):
+    """Scan, split and decode the data for `cfg`: (folder, split, arrays), bad files removed."""
+    folder = data_mod.scan(cfg.data)
+    split_path = Path(cfg.split) if cfg.split else default_split_path(cfg)
+    split = data_mod.load_or_make_split(folder, split_path, cfg.val_fraction, cfg.seed)
+    arrays = data_mod.load_arrays(folder, cfg.cache_dir or None)
+    bad = set(arrays.bad)
+    split.train = [i for i in split.train if i not in bad]
+    split.val = [i for i in split.val if i not in bad]
+    if cfg.max_train:
+        split.train = split.train[: cfg.max_train]
+    return folder, split, arrays
+
+
+def fit(cfg: FitConfig, resume: bool = False, verbose: int | None = None) -> dict:
+    """Train (or resume) the run `cfg.name`; returns the metrics written to metrics.json."""
+    run = Path(cfg.runs_dir) / cfg.name
+    state_path = run / "state.json"
+    if resume:
+        if not state_path.exists():
+            raise FitError(f"nothing to resume in {run}: no state.json there")
+        saved = FitConfig.from_json(json.loads((run / "config.json").read_text()))
+        saved.runs_dir = cfg.runs_dir
+        cfg = saved
+        state = json.loads(state_path.read_text())
+    else:
+        if state_path.exists():
+            raise FitError(f"run {run} exists; pass --resume to continue it or pick another --name")
+        run.mkdir(parents=True, exist_ok=True)
+        state = {"epochs_done": 0, "best_val_accuracy": -1.0, "best_epoch": -1, "seconds": 0.0}
+        _write_json(run / "config.json", cfg.to_json())
+
+    folder, split, arrays = prepare(cfg)
+    if split.path and split.path.resolve() != (run / "split.txt").resolve():
+        shutil.copyfile(split.path, run / "split.txt")
+    num_classes = len(folder.classes)
+    labels = np.asarray(folder.labels)
+    steps_per_epoch = len(split.train) // cfg.batch
+    if steps_per_epoch == 0:
+        raise FitError(f"{len(split.train)} training images make no batch of {cfg.batch}")
+
+    import keras
+
+    from train.pipeline import AugmentConfig, eval_dataset, train_dataset
+
+    keras.utils.set_random_seed(cfg.seed)
+    if resume:
+        import train.schedule  # noqa: F401 - registers the schedule for loading
+        model = keras.models.load_model(run / "last.keras")
+    else:
+        model = _build(cfg, num_classes, steps_per_epoch)
+    aug = AugmentConfig(mixup=cfg.mixup, cutmix=cfg.cutmix)
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    history_path = run / "history.csv"
+    _start_history(history_path, state["epochs_done"])
+
+    print(f"run {run}: {cfg.arch}, {len(split.train)} train / {len(split.val)} val images, "
+          f"{steps_per_epoch} steps an epoch, phases {cfg.phases}, from epoch {state['epochs_done'] + 1}",
+          file=sys.stderr)
+    for epoch in range(state["epochs_done"], cfg.epochs):
+        size = cfg.size_at(epoch)
+        train_ds = train_dataset(arrays.images, labels, split.train, size=size, batch=cfg.batch,
+                                 epoch=epoch, seed=cfg.seed, num_classes=num_classes, cfg=aug)
+        val_ds = eval_dataset(arrays.images, labels, split.val, size=size,
+                              num_classes=num_classes)
+        started = time.perf_counter()
+        print(f"epoch {epoch + 1}/{cfg.epochs} at {size}px", file=sys.stderr)
+        h = model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
+                      verbose=verbose).history
+        seconds = time.perf_counter() - started
+        lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        row = {"epoch": epoch + 1, "image_size": size, "lr": lr, "seconds": round(seconds, 1)}
+        row.update({k: float(h[k][-1]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")})
+        with history_path.open("a", newline="") as f:
+            csv.DictWriter(f, HISTORY_FIELDS).writerow(row)
+        _save(model, run / "last.keras")
+        state["epochs_done"] = epoch + 1
+        state["seconds"] += seconds
+        if row["val_accuracy"] > state["best_val_accuracy"]:
+            state["best_val_accuracy"] = row["val_accuracy"]
+            state["best_epoch"] = epoch + 1
+            _save(model, run / "best.keras")
+        _write_json(state_path, state)
+        if cfg.patience and state["epochs_done"] - state["best_epoch"] >= cfg.patience:
+            print(f"early stop: no better validation accuracy in {cfg.patience} epochs",
+                  file=sys.stderr)
+            break
+
+    metrics = {
+        "arch": cfg.arch,
+        "params": int(model.count_params()),
+        "epochs": state["epochs_done"],
+        "best_epoch": state["best_epoch"],
+        "best_val_accuracy": state["best_val_accuracy"],
+        "train_seconds": round(state["seconds"], 1),
+        "n_train": len(split.train),
+        "n_val": len(split.val),
+        "classes": list(folder.classes),
+    }
+    _write_json(run / "metrics.json", metrics)
+    return metrics
