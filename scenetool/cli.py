@@ -79,15 +79,17 @@ def open_store(store_path: str | None):
         raise Fatal(str(exc)) from None
 
 
-def handle_store_errors(fn: Callable) -> Callable:
-    """A store that fails mid-command (disk full, locked too long) is exit 2, not a traceback."""
+def handle_errors(fn: Callable) -> Callable:
+    """A store or model that fails mid-command (disk full, a model that cannot run the
+    batch) is exit 2 with a one-line reason; what was committed so far stays in the store."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from scenetool.model import ModelError
         from scenetool.store import StoreError
 
         try:
             return fn(*args, **kwargs)
-        except StoreError as exc:
+        except (StoreError, ModelError) as exc:
             raise Fatal(str(exc)) from None
     return wrapper
 
@@ -134,7 +136,7 @@ def cli() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No results table; the summary only.")
 @pipeline_options
 @store_option
-@handle_store_errors
+@handle_errors
 def classify(paths: tuple[str, ...], recursive: bool, top_k: int, min_confidence: float,
              csv_target: str | None, json_target: str | None, force: bool, quiet: bool,
              batch_size: int, threads: int, model_path: str | None,
@@ -239,7 +241,7 @@ def classify(paths: tuple[str, ...], recursive: bool, top_k: int, min_confidence
 @click.option("--low", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Confidence below which an image is listed as doubtful.")
 @store_option
-@handle_store_errors
+@handle_errors
 def report(run_id: int | None, all_runs: bool, csv_target: str | None,
            json_target: str | None, html_target: str | None, html_limit: int, low: float,
            store_path: str | None) -> None:
@@ -320,6 +322,7 @@ def info(as_json: bool, model_path: str | None) -> None:
 @click.option("--json", "json_target", metavar="FILE|-", help="Write the scores as JSON.")
 @click.option("--png", "png_target", metavar="FILE", help="Draw the confusion matrix (matplotlib).")
 @pipeline_options
+@handle_errors
 def evaluate(folder: str, json_target: str | None, png_target: str | None, batch_size: int,
              threads: int, model_path: str | None) -> None:
     """Score the model on FOLDER, which holds one subfolder of images per label.

@@ -7,6 +7,7 @@ image data", "not an image"), never a traceback.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,10 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def _bomb(pixels: str, limit: int) -> str:
+    return f"image too large ({pixels} pixels; over {limit:,}): possible decompression bomb"
+
+
 def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "bilinear",
                channel_order: str = "RGB", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode `path` into a uint8 (height, width, 3) array of `size` = (height, width).
@@ -85,9 +90,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "bi
         with Image.open(path) as im:
             w, h = im.size
             if w * h > max_pixels:
-                raise DecodeError(
-                    f"image too large ({w}x{h} pixels; over {max_pixels:,}): "
-                    "possible decompression bomb")
+                raise DecodeError(_bomb(f"{w}x{h}", max_pixels))
             if im.format == "JPEG":
                 # Orientation may swap the axes, so ask for the target in both directions.
                 side = max(height, width)
@@ -107,8 +110,10 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "bi
         raise DecodeError("permission denied") from None
     except IsADirectoryError:
         raise DecodeError("is a folder") from None
-    except Image.DecompressionBombError as exc:
-        raise DecodeError(f"possible decompression bomb: {exc}"[:200]) from None
+    except Image.DecompressionBombError as exc:  # Pillow refuses over twice its limit
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)):,}" if found else "too many"
+        raise DecodeError(_bomb(pixels, max_pixels)) from None
     except UnidentifiedImageError:
         raise DecodeError("not an image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -168,6 +168,11 @@ class SceneModel:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ModelError(f"{self.path}: expected one image input of rank 4")
+        shape = inputs[0].shape
+        spatial = shape[1:3] if self.meta.layout == "NHWC" else shape[2:4]
+        if all(isinstance(d, int) for d in spatial) and tuple(spatial) != self.meta.image_size:
+            raise ModelError(f"{self.path}: input is {spatial[0]}x{spatial[1]} but the metadata "
+                             f"says {self.meta.image_size[0]}x{self.meta.image_size[1]}")
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
         n_out = outputs[0].shape[-1] if outputs[0].shape else None
@@ -198,7 +203,11 @@ class SceneModel:
         """float32 images (N, H, W, 3) in the model's value range and channel order -> (N, labels)."""
         if self.meta.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-        (probs,) = self.session.run([self.output_name], {self.input_name: batch})
+        try:
+            (probs,) = self.session.run([self.output_name], {self.input_name: batch})
+        except Exception as exc:  # onnxruntime's errors are untyped
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"inference failed with {self.path.name}: {first[:200]}") from None
         return probs
 
 
