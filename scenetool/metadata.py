@@ -57,7 +57,8 @@ class ModelMeta:
                 values[key] = json.loads(text)
             except (TypeError, json.JSONDecodeError):
                 if key in REQUIRED:
-                    raise MetadataError(f"model metadata {key} is not JSON: {text[:40]!r}") from None
+                    raise MetadataError(
+                        f"model metadata {key} is not JSON: {text[:40]!r}") from None
                 values[key] = text
         labels = values["labels"]
         if (not isinstance(labels, list) or not labels
@@ -79,7 +80,8 @@ class ModelMeta:
         if values["resize"] not in RESIZE_METHODS:
             raise MetadataError(f"model metadata resize must be one of {', '.join(RESIZE_METHODS)}")
         if values["layout"] not in ("NHWC", "NCHW"):
-            raise MetadataError(f"model metadata layout must be NHWC or NCHW, not {values['layout']}")
+            raise MetadataError(
+                f"model metadata layout must be NHWC or NCHW, not {values['layout']}")
         extra = {k: v for k, v in values.items() if k not in REQUIRED}
         return cls(tuple(labels), (size[0], size[1]), order,
                    (float(vrange[0]), float(vrange[1])), values["resize"], values["layout"],

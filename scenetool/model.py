@@ -200,7 +200,7 @@ class SceneModel:
             output_name=self.output_name, meta=self.meta)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """float32 images (N, H, W, 3) in the model's value range and channel order -> (N, labels)."""
+        """float32 (N, H, W, 3) images in the model's value range and channel order -> probs."""
         if self.meta.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         try:

@@ -114,7 +114,7 @@ def classify(model: SceneModel, items: Iterable[Item], settings: Settings = Sett
                     pending.append((nxt, pool.submit(_decode, model, nxt)))
             if rows:
                 probs = model.predict(buffer[: len(rows)])
-                for (slot, item), p in zip(rows, probs):
+                for (slot, item), p in zip(rows, probs, strict=True):
                     batch[slot] = _label(p, model.labels, settings, item)
             results = [r for r in batch if r is not None]
             if on_batch:

@@ -35,10 +35,10 @@ def test_broken_files_no_traceback_exit_1(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
     assert "1 classified, 0 already in the store (--force redoes them), 6 failed" in result.stderr
+    words = " ".join(result.stdout.split())
     for reason in ("empty file (0 bytes)", "truncated image data", "broken symbolic link",
-                   "no such file or directory", "possible decompression bomb"):
-        assert reason in result.stdout.replace("\n", " ").replace("  ", " ") or reason in \
-            " ".join(result.stdout.split()), reason
+                   "no such file or directory", "image too large"):
+        assert reason in words, reason
 
 
 def test_bad_model_and_store_no_traceback(tmp_path):
@@ -48,7 +48,8 @@ def test_bad_model_and_store_no_traceback(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("Error: not a usable ONNX model")
     result = run("report", "--store", str(tmp_path))
-    assert result.returncode == 2 and result.stderr == f"Error: store path is a folder: {tmp_path}\n"
+    assert result.returncode == 2
+    assert result.stderr == f"Error: store path is a folder: {tmp_path}\n"
 
 
 def _count(db: Path, sql: str) -> int:
@@ -99,7 +100,8 @@ def test_two_concurrent_runs_on_one_store(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert con.execute("SELECT COUNT(*) FROM runs WHERE finished IS NOT NULL").fetchone()[0] == 2
+        finished = con.execute("SELECT COUNT(*) FROM runs WHERE finished IS NOT NULL")
+        assert finished.fetchone()[0] == 2
         counts = con.execute("SELECT run, COUNT(*) FROM results GROUP BY run").fetchall()
         assert sorted(c for _, c in counts) == [120, 120]
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
