@@ -50,7 +50,7 @@ class FitConfig:
     patience: int = 6  # early stopping on validation accuracy; 0 turns it off
     jit: bool = True
     cache_dir: str = ""
-    max_train: int = 0  # use only the first N training images (smoke runs); 0 = all
+    max_train: int = 0  # use only N training images, a seeded sample (smoke runs); 0 = all
 
     @property
     def epochs(self) -> int:
@@ -168,8 +168,12 @@ def prepare(cfg: FitConfig):
     bad = set(arrays.bad)
     split.train = [i for i in split.train if i not in bad]
     split.val = [i for i in split.val if i not in bad]
-    if cfg.max_train:
-        split.train = split.train[: cfg.max_train]
+    if cfg.max_train and cfg.max_train < len(split.train):
+        # A seeded sample, not the first N: the files are sorted by class, so the first N
+        # would hold only the first class or two.
+        picked = np.random.default_rng(cfg.seed).choice(len(split.train), cfg.max_train,
+                                                        replace=False)
+        split.train = [split.train[i] for i in sorted(picked)]
     return folder, split, arrays
 
 
@@ -217,7 +221,8 @@ def fit(cfg: FitConfig, resume: bool = False, verbose: int | None = None) -> dic
     _start_history(history_path, state["epochs_done"])
 
     print(f"run {run}: {cfg.arch}, {len(split.train)} train / {len(split.val)} val images, "
-          f"{steps_per_epoch} steps an epoch, phases {cfg.phases}, from epoch {state['epochs_done'] + 1}",
+          f"{steps_per_epoch} steps an epoch, phases {cfg.phases}, "
+          f"from epoch {state['epochs_done'] + 1}",
           file=sys.stderr)
     for epoch in range(state["epochs_done"], cfg.epochs):
         size = cfg.size_at(epoch)

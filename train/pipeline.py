@@ -122,12 +122,14 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, indices: list[int], *,
                   batch: int, epoch: int, seed: int, num_classes: int,
                   cfg: AugmentConfig) -> tf.data.Dataset:
     """One epoch of augmented, shuffled batches (the last partial batch is dropped)."""
-    order = np.asarray(indices, np.int64)[np.random.default_rng([seed, epoch]).permutation(len(indices))]
+    shuffle = np.random.default_rng([seed, epoch]).permutation(len(indices))
+    order = np.asarray(indices, np.int64)[shuffle]
     gather = _gather(images)
     onehot = np.eye(num_classes, dtype=np.float32)[np.asarray(labels)]
 
     def make(step, idx):
-        seed_t = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch * 1_000_003, tf.int64) + step])
+        seed_t = tf.stack([tf.constant(seed, tf.int64),
+                           tf.cast(epoch * 1_000_003, tf.int64) + step])
         x = augment(gather(idx), size, seed_t, cfg)
         y = tf.gather(tf.constant(onehot), idx)
         if cfg.mixup or cfg.cutmix:

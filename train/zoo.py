@@ -84,7 +84,8 @@ def _basic_block(x, filters: int, stride: int):
     if stride != 1 or x.shape[-1] != filters:
         if stride != 1:
             shortcut = layers.AveragePooling2D(stride, padding="same")(shortcut)
-        shortcut = layers.Conv2D(filters, 1, use_bias=False, kernel_initializer="he_normal")(shortcut)
+        shortcut = layers.Conv2D(filters, 1, use_bias=False,
+                                 kernel_initializer="he_normal")(shortcut)
         shortcut = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(shortcut)
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
@@ -94,7 +95,7 @@ def _resnet(num_classes: int, image_size: int | None, widths: tuple[int, ...],
     inputs = _inputs(image_size)
     x = layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
     x = _conv_bn(x, widths[0], stride=2)
-    for stage, (width, depth) in enumerate(zip(widths, depths)):
+    for stage, (width, depth) in enumerate(zip(widths, depths, strict=True)):
         for block in range(depth):
             x = _basic_block(x, width, 2 if (stage > 0 and block == 0) else 1)
     x = layers.GlobalAveragePooling2D()(x)

@@ -1,0 +1,303 @@
+"""The training side end to end on a tiny generated data set: summary, fit and resume,
+evaluate, compare, export (with its model card) and the errors for bad data folders.
+
+TensorFlow is imported once; one `tiny` run, fitted in a module-scoped fixture, serves every
+test after it. The whole file takes about a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from train import data as data_mod
+from train import export as export_mod  # TensorFlow and tf2onnx load only when called
+from train import fit as fit_mod
+from train.cli import cli
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("tf2onnx")
+pytest.importorskip("matplotlib")
+
+pytestmark = [  # noise from inside Keras 3.15 (model.save, model.fit on a tf.data.Dataset)
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
+    pytest.mark.filterwarnings("ignore:`shuffle=True` was passed"),
+]
+
+CLASSES = ("buildings", "forest", "sea")
+COLOURS = {"buildings": (190, 70, 60), "forest": (40, 150, 60), "sea": (40, 90, 210)}
+PER_CLASS = 12
+BATCH = 8
+SIZE = 32
+
+
+def _make_data(root: Path) -> Path:
+    """3 classes x 12 noisy solid-colour 40x40 JPEGs (stripes differ by class), one 150x100
+    image (resized when decoded) and one corrupt .jpg (skipped with a warning)."""
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(CLASSES):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(PER_CLASS):
+            pixels = np.asarray(COLOURS[name], float) + rng.normal(0, 20, (40, 40, 3))
+            pixels[:: k + 2] *= 0.6
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:02d}.jpg")
+    wide = np.full((100, 150, 3), COLOURS["forest"], np.uint8)
+    Image.fromarray(wide).save(root / "forest" / "wide.jpg")
+    (root / "sea" / "broken.jpg").write_bytes(b"this is not a JPEG")
+    return root
+
+
+def _invoke(args: list[str], env: dict[str, str]):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def _history_epochs(run: Path) -> list[int]:
+    with (run / "history.csv").open(newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("train")
+    return {"tmp": tmp, "data": _make_data(tmp / "seg_train"), "runs": tmp / "runs",
+            "env": {"SCENETOOL_TRAIN_CACHE": str(tmp / "cache")}}
+
+
+@pytest.fixture(scope="module")
+def fitted(work) -> dict:
+    """A 2-epoch `tiny` run, killed (KeyboardInterrupt) right after epoch 1's checkpoint and
+    state were written, then continued with --resume."""
+    args = ["fit", "--arch", "tiny", "--data", work["data"], "--runs", work["runs"],
+            "--name", "tiny", "--image-size", SIZE, "--epochs", 2, "--batch-size", BATCH,
+            "--no-jit", "--patience", 0]
+    write_json = fit_mod._write_json
+
+    def stop_after_first_epoch(path: Path, obj) -> None:
+        write_json(path, obj)
+        if path.name == "state.json" and obj["epochs_done"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fit_mod, "_write_json", stop_after_first_epoch)
+        interrupted = _invoke(args, work["env"])
+    run = work["runs"] / "tiny"
+    after_interrupt = {"exit_code": interrupted.exit_code,
+                       "state": json.loads((run / "state.json").read_text()),
+                       "epochs": _history_epochs(run),
+                       "metrics": (run / "metrics.json").exists()}
+    resumed = _invoke(["fit", "--name", "tiny", "--runs", work["runs"], "--resume"], work["env"])
+    return {"run": run, "interrupted": after_interrupt, "resumed": resumed}
+
+
+def test_summary_prints_table_and_draws_chart(work):
+    png = work["tmp"] / "summary.png"
+    result = _invoke(["summary", work["data"], "--runs", work["runs"], "--png", png], work["env"])
+    assert result.exit_code == 0, result.output
+    for name in (*CLASSES, "train", "val", "all"):
+        assert name in result.output
+    assert png.stat().st_size > 5000
+    assert (work["runs"] / "split-seg_train.txt").exists()
+
+
+def test_load_arrays_resizes_and_skips_corrupt(work, caplog):
+    folder = data_mod.scan(work["data"])
+    with caplog.at_level(logging.WARNING, logger="train.data"):
+        arrays = data_mod.load_arrays(folder, work["tmp"] / "cache-direct")
+    assert [folder.files[i] for i in arrays.bad] == ["sea/broken.jpg"]
+    assert "sea/broken.jpg" in caplog.text
+    assert arrays.images.shape == (len(folder.files), 150, 150, 3)
+    wide = folder.files.index("forest/wide.jpg")
+    assert np.allclose(arrays.images[wide].reshape(-1, 3).mean(0), COLOURS["forest"], atol=3)
+
+
+def test_fit_resumes_where_it_stopped(fitted):
+    run, stopped = fitted["run"], fitted["interrupted"]
+    assert stopped["exit_code"] == 1  # click's "Aborted!"
+    assert stopped["state"]["epochs_done"] == 1 and stopped["epochs"] == [1]
+    assert not stopped["metrics"]
+    assert fitted["resumed"].exit_code == 0, fitted["resumed"].output
+    assert _history_epochs(run) == [1, 2]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["classes"] == list(CLASSES)
+    assert metrics["n_train"] + metrics["n_val"] == 3 * PER_CLASS + 1  # corrupt file left out
+
+    import keras
+
+    import train.schedule  # noqa: F401
+
+    model = keras.models.load_model(run / "last.keras")
+    steps = metrics["n_train"] // BATCH
+    assert int(model.optimizer.iterations.numpy()) == 2 * steps
+
+
+def test_resume_drops_history_rows_of_an_unfinished_epoch(tmp_path):
+    """A run killed between writing epoch 2's row and its state.json redoes epoch 2."""
+    path = tmp_path / "history.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(fit_mod.HISTORY_FIELDS)
+        writer.writerows([[1, 32, 1, 0.5, 1, 0.5, 1e-3, 1], [2, 32, 1, 0.5, 1, 0.5, 1e-3, 1]])
+    fit_mod._start_history(path, epochs_done=1)
+    assert _history_epochs(tmp_path) == [1]
+
+
+def test_report_counts_precision_recall_f1():
+    from train.evaluate import report
+
+    true = np.array([0, 0, 1, 1, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 1]]
+    result = report(true, probs, ["a", "b", "c"])
+    assert result["accuracy"] == pytest.approx(0.6)
+    assert result["confusion"] == [[1, 1, 0], [0, 2, 0], [0, 1, 0]]
+    b = result["per_class"]["b"]
+    assert (b["precision"], b["recall"], b["f1"]) == pytest.approx((0.5, 1.0, 2 / 3))
+    assert result["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+
+
+def test_fixed_size_arch_refuses_another_size():
+    from train.evaluate import check_size
+    from train.fit import FitConfig, FitError
+
+    check_size(FitConfig(arch="scenenet", phases=[(96, 1)]), 150)
+    with pytest.raises(FitError, match="only takes 150px"):
+        check_size(FitConfig(arch="seed-cnn", phases=[(150, 1)]), 96)
+
+
+def test_resume_without_state_is_a_clean_error(work):
+    result = _invoke(["fit", "--name", "nothing", "--runs", work["runs"], "--resume"],
+                     work["env"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: nothing to resume in {work['runs'] / 'nothing'}: no state.json there"]
+
+
+def test_evaluate_writes_report_and_pngs(work, fitted):
+    run = fitted["run"]
+    result = _invoke(["evaluate", "tiny", "--runs", work["runs"]], work["env"])
+    assert result.exit_code == 0, result.output
+    assert "validation accuracy" in result.output and "forest" in result.output
+    report = json.loads((run / "eval.json").read_text())
+    assert report["image_size"] == SIZE and report["checkpoint"] == "best"
+    assert report["n"] == sum(m["support"] for m in report["per_class"].values())
+    assert np.asarray(report["confusion"]).sum() == report["n"]
+    for png in ("confusion.png", "spotcheck.png"):
+        assert (run / png).stat().st_size > 5000
+
+    other = _invoke(["evaluate", "tiny", "--runs", work["runs"], "--image-size", 48,
+                     "--checkpoint", "last"], work["env"])
+    assert other.exit_code == 0, other.output
+    assert json.loads((run / "eval.json").read_text())["image_size"] == 48
+
+
+def test_compare_draws_several_runs(work, fitted):
+    other = work["runs"] / "other"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    with (other / "history.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(fit_mod.HISTORY_FIELDS)
+        writer.writerows([[1, 32, 1.0, 0.5, 1.1, 0.4, 1e-3, 1.0],
+                          [2, 32, 0.8, 0.6, 0.9, 0.5, 5e-4, 1.0]])
+    (other / "metrics.json").write_text(json.dumps(
+        {"arch": "seed-cnn", "params": 1234, "best_epoch": 2, "best_val_accuracy": 0.5}))
+    out = work["tmp"] / "compare.png"
+    result = _invoke(["compare", "tiny", "other", "--runs", work["runs"], "--out", out],
+                     work["env"])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 10000
+
+    missing = _invoke(["compare", "nope", "--runs", work["runs"]], work["env"])
+    assert missing.exit_code == 2 and "no run named nope" in missing.output
+
+
+def test_export_writes_checked_model_and_card(work, fitted):
+    import onnx
+
+    from scenetool.metadata import ModelMeta
+    from scenetool.model import SceneModel
+
+    out = work["tmp"] / "exported" / "scenes.onnx"
+    card = out.parent / "MODEL.md"
+    result = _invoke(["export", "tiny", "--runs", work["runs"], "--out", out, "--card", card,
+                      "--compare-runs", "other,missing"], work["env"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "MODEL.md", "confusion.png", "curves.png", "scenes.onnx", "spotcheck.png"]
+
+    proto = onnx.load(out)
+    onnx.checker.check_model(proto, full_check=True)
+    assert {o.domain: o.version for o in proto.opset_import}.get("", 0) == 17
+    (inp,), (outp,) = proto.graph.input, proto.graph.output
+    assert (inp.name, outp.name) == ("image", "probs")
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == [
+        "batch", SIZE, SIZE, 3]
+    props = {p.key: p.value for p in proto.metadata_props}
+    meta = ModelMeta.from_props(props)
+    assert meta.labels == CLASSES and meta.image_size == (SIZE, SIZE)
+    assert (meta.channel_order, meta.value_range, meta.layout) == ("RGB", (0.0, 255.0), "NHWC")
+    assert meta.extra["arch"] == "tiny" and meta.extra["opset"] == 17
+    assert 0.0 <= meta.extra["val_accuracy"] <= 1.0 and meta.extra["params"] > 0
+    assert meta.extra["training_data"]["classes"] == list(CLASSES)
+    assert meta.extra["created"].endswith("+00:00")
+
+    model = SceneModel(out)
+    assert model.labels == CLASSES
+    x = np.random.default_rng(1).uniform(0, 255, (5, SIZE, SIZE, 3)).astype(np.float32)
+    probs = model.predict(x)
+    assert probs.shape == (5, len(CLASSES))
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+    text = card.read_text()
+    for needle in ("](confusion.png)", "](curves.png)", "](spotcheck.png)", "| forest |",
+                   "ms per image", "label smoothing 0.1", "`other`", "`missing`: skipped"):
+        assert needle in text, needle
+
+
+def test_export_parity_failure_leaves_no_file(work, fitted, monkeypatch):
+    monkeypatch.setattr(export_mod, "PARITY_TOL", -1.0)
+    out = work["tmp"] / "failed" / "scenes.onnx"
+    result = _invoke(["export", "tiny", "--runs", work["runs"], "--out", out], work["env"])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: ONNX and Keras disagree")
+    assert not out.exists()
+    assert not out.parent.exists() or not any(out.parent.iterdir())  # no temporary file left
+
+
+def _no_classes(root: Path) -> Path:
+    root.mkdir()
+    (root / "readme.txt").write_text("no class folders here")
+    return root
+
+
+def _empty_class(root: Path) -> Path:
+    (root / "forest").mkdir(parents=True)
+    Image.new("RGB", (20, 20)).save(root / "forest" / "a.jpg")
+    (root / "sea").mkdir()
+    return root
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p, "data folder not found"),
+    (_no_classes, "has no class folders"),
+    (_empty_class, "class folder(s) with no images"),
+])
+@pytest.mark.parametrize("command", ["summary", "fit"])
+def test_bad_data_folder_is_a_one_line_error(tmp_path, make, message, command):
+    folder = make(tmp_path / "data")
+    args = ([command, folder] if command == "summary"
+            else [command, "--arch", "tiny", "--data", folder, "--name", "bad"])
+    result = _invoke([*args, "--runs", tmp_path / "runs"],
+                     {"SCENETOOL_TRAIN_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: ") and message in line
+    assert "Traceback" not in result.output

@@ -1,0 +1,212 @@
+"""The model card: a Markdown page next to the exported model, with its figures beside it.
+
+Everything on it is measured at export time or read from the run folder (config.json,
+state.json, history.csv, metrics.json of the compared runs); nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from train.evaluate import draw
+from train.export import OPSET, PARITY_IMAGES, PARITY_TOL, ExportResult
+from train.fit import FitConfig
+from train.pipeline import AugmentConfig
+
+TIMING_BATCH, TIMING_THREADS, TIMING_REPEATS = 32, 2, 7
+
+
+def ms_per_image(path: Path, size: int, batch: int = TIMING_BATCH,
+                 threads: int = TIMING_THREADS, repeats: int = TIMING_REPEATS) -> float:
+    """Median milliseconds per image through the runtime's SceneModel (after one warm-up)."""
+    from scenetool.model import SceneModel
+
+    model = SceneModel(path, threads=threads)
+    x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    model.predict(x)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.predict(x)
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times) / batch
+
+
+def augmentations(cfg: FitConfig) -> list[str]:
+    aug = AugmentConfig(mixup=cfg.mixup, cutmix=cfg.cutmix)
+    items = [
+        (f"random resized crop (area {aug.min_area:.0%} to 100%, aspect ratio "
+        f"{1 / aug.max_aspect:.2f} to {aug.max_aspect:.2f})"),
+        f"rotation up to ±{aug.max_rotation_deg:g}°",
+    ]
+    if aug.hflip:
+        items.append("horizontal flip")
+    items.append(f"brightness ±{aug.brightness:.0%}, contrast ±{aug.contrast:.0%}, "
+                 f"saturation ±{aug.saturation:.0%}")
+    if aug.cutmix:
+        items.append(f"cutmix (alpha {aug.cutmix:g})")
+    elif aug.mixup:
+        items.append(f"mixup (alpha {aug.mixup:g})")
+    return items
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{seconds / 60:.1f} min"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def _table(header: list[str], rows: list[list[str]], align: str = "") -> list[str]:
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    return ["| " + " | ".join(r) + " |" for r in (header, rule, *rows)]
+
+
+def data_section(res: ExportResult) -> list[str]:
+    rd = res.run
+    train, val = rd.folder.counts(rd.split.train), rd.folder.counts(rd.split.val)
+    rows = [[c, str(train[c]), str(val[c]), str(train[c] + val[c])] for c in rd.classes]
+    rows.append(["**all**", str(len(rd.split.train)), str(len(rd.split.val)),
+                 str(len(rd.split.train) + len(rd.split.val))])
+    lines = [
+        "## Data", "",
+        (f"Class folders of `{rd.folder.root.name}` (Kaggle Intel Image Classification layout). "
+        f"The validation split is a stratified {rd.split.fraction:.0%} of every class, "
+        f"seed {rd.split.seed}; the run keeps its copy in `split.txt`."),
+    ]
+    if rd.arrays.bad:
+        lines.append(f"{len(rd.arrays.bad)} unreadable file(s) were skipped.")
+    if rd.cfg.max_train:
+        lines.append(f"Only {rd.cfg.max_train} training images (a seeded sample) were used: "
+                     "a smoke run.")
+    return lines + [""] + _table(["class", "train", "validation", "total"], rows) + [""]
+
+
+def recipe_section(res: ExportResult) -> list[str]:
+    cfg, state = res.run.cfg, res.run.state
+    phases = ", ".join(f"{size} px × {n} epochs" for size, n in cfg.phases)
+    done = state.get("epochs_done", "?")
+    lines = [
+        "## Training recipe", "",
+        (f"- Architecture: `{cfg.arch}`, {res.params:,} parameters; input float32 RGB 0..255, "
+        f"scaling inside the model"),
+        (f"- Progressive resizing: {phases} (planned {cfg.epochs}, ran {done}; "
+        f"best validation accuracy at epoch {state.get('best_epoch', '?')})"),
+        (f"- Batch {cfg.batch}; AdamW, peak learning rate {cfg.lr:g}, weight decay "
+        f"{cfg.weight_decay:g}; linear warm-up over {cfg.warmup_epochs:g} epoch(s), "
+        f"then cosine decay to zero"),
+        f"- Loss: categorical cross-entropy with label smoothing {cfg.label_smoothing:g}",
+        f"- Augmentation (training only, in the input pipeline): {'; '.join(augmentations(cfg))}",
+        f"- Early stopping patience: {cfg.patience or 'off'}; seed {cfg.seed}",
+    ]
+    if "seconds" in state:
+        lines.append(f"- Training time: {_duration(state['seconds'])} "
+                     f"(sum of epoch wall times)")
+    return lines + [""]
+
+
+def results_section(res: ExportResult, pngs: dict[str, Path], card_dir: Path) -> list[str]:
+    rep, classes = res.report, res.run.classes
+    rows = [[c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+             str(m["support"])] for c, m in rep["per_class"].items()]
+    cm_rows = [[f"**{c}**", *(str(v) for v in rep["confusion"][i])] for i, c in enumerate(classes)]
+
+    def rel(key: str) -> str:
+        return Path(os.path.relpath(pngs[key], card_dir)).as_posix()
+
+    return [
+        "## Validation results", "",
+        (f"Measured on the exported ONNX file through onnxruntime at {res.image_size} px, "
+        f"on all {rep['n']} validation images: **accuracy {rep['accuracy']:.2%}**, "
+        f"macro F1 {rep['macro_f1']:.3f}."), "",
+        *_table(["class", "precision", "recall", "F1", "support"], rows), "",
+        "### Confusion matrix", "",
+        "Rows: true class; columns: predicted class.", "",
+        *_table(["true \\ predicted", *classes], cm_rows), "",
+        f"![confusion matrix]({rel('confusion')})", "",
+        "### Training curves", "",
+        "Training dashed, validation solid (validation at each epoch's image size).", "",
+        f"![training curves]({rel('curves')})", "",
+        "### Spot check", "",
+        ("Twelve seeded-random validation images with the model's probabilities: true class "
+        "green, a wrong prediction red."), "",
+        f"![spot check]({rel('spotcheck')})", "",
+    ]
+
+
+def model_section(res: ExportResult, ms: float) -> list[str]:
+    import onnxruntime
+
+    s = res.image_size
+    rows = [
+        ["file", f"`{res.path.name}`, {_size(res.file_size)}"],
+        ["input", f"`image` float32 [batch, {s}, {s}, 3], RGB 0..255, NHWC"],
+        ["output", f"`probs` float32 [batch, {len(res.run.classes)}], softmax"],
+        ["labels", ", ".join(res.run.classes)],
+        ["ONNX opset", str(OPSET)],
+        ["parameters", f"{res.params:,}"],
+        ["MACs per image", f"{res.macs / 1e6:.1f} M (Conv, MatMul; FLOPs ≈ 2 × MACs)"],
+        ["speed", (f"{ms:.2f} ms per image (onnxruntime {onnxruntime.__version__}, batch "
+                  f"{TIMING_BATCH}, {TIMING_THREADS} intra-op threads, median of "
+                  f"{TIMING_REPEATS}; {platform.machine()}, {os.cpu_count()} cores)")],
+        ["parity", (f"max abs difference to Keras {res.parity_max_diff:.1e} on "
+                    f"{min(PARITY_IMAGES, res.report['n'])} validation images "
+                    f"(limit {PARITY_TOL:g})")],
+        ["checkpoint", f"run `{res.run.name}`, `{res.checkpoint}.keras`"],
+    ]
+    return ["## Model file", "", *_table(["", ""], rows, "ll"), ""]
+
+
+def comparison_section(res: ExportResult, runs_dir: Path, names: list[str]) -> list[str]:
+    rows = [[f"**this model** (`{res.run.cfg.arch}`, ONNX at {res.image_size} px)",
+             f"{res.params:,}", f"{res.report['accuracy']:.2%}"]]
+    notes = []
+    for name in names:
+        metrics_path = runs_dir / name / "metrics.json"
+        if not metrics_path.exists():
+            notes.append(f"- `{name}`: skipped, no {metrics_path.as_posix()}")
+            continue
+        m = json.loads(metrics_path.read_text())
+        rows.append([f"`{name}` ({m.get('arch', '?')}, best epoch {m.get('best_epoch', '?')})",
+                     f"{m.get('params', 0):,}", f"{m.get('best_val_accuracy', 0):.2%}"])
+    return ["## Comparison", "",
+            ("Validation accuracy on the same split; other runs' numbers are their best epoch "
+            "(Keras, at that epoch's image size) from their metrics.json."), "",
+            *_table(["model", "parameters", "validation accuracy"], rows), "", *notes,
+            *([""] if notes else [])]
+
+
+def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str]) -> Path:
+    """MODEL.md at `card` and confusion.png, curves.png, spotcheck.png beside it."""
+    from train.plots import compare_curves
+
+    card_dir = card.parent
+    card_dir.mkdir(parents=True, exist_ok=True)
+    title = f"{res.path.name} ({res.image_size}px)"
+    pngs = draw(res.run, res.run.val_labels(), res.probs, res.report, card_dir, title)
+    pngs["curves"] = compare_curves([res.run.path], card_dir / "curves.png",
+                                    f"Training curves: run {res.run.name}")
+    ms = ms_per_image(res.path, res.image_size)
+    created = json.loads(res.props["created"])
+    head = [
+        f"# Model card: {res.path.name}", "",
+        (f"Sorts a photo into one of {len(res.run.classes)} scene classes: "
+        f"{', '.join(res.run.classes)}. Exported from run `{res.run.name}` on {created} by "
+        f"`python -m train export`."), "",
+    ]
+    lines = (head + data_section(res) + recipe_section(res) + results_section(res, pngs, card_dir)
+             + model_section(res, ms) + comparison_section(res, runs_dir, compare))
+    tmp = card.with_name(f".{card.name}.tmp")
+    tmp.write_text("\n".join(lines).rstrip() + "\n")
+    os.replace(tmp, card)
+    return card

@@ -1,0 +1,291 @@
+"""`python -m train`: summary, fit, compare, evaluate and export.
+
+TensorFlow is imported inside the commands that need it, so `--help` and `summary` are quick.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from train import data as data_mod
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+class TrainError(click.ClickException):
+    exit_code = 2
+
+
+def _run_dir(runs: str, run: str) -> Path:
+    path = Path(run)
+    if not (path / "config.json").exists():
+        path = Path(runs) / run
+    if not (path / "config.json").exists():
+        raise TrainError(f"no run named {run} (looked for {path}/config.json)")
+    return path
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens, for example cache hits.")
+def cli(verbose: bool) -> None:
+    """Train, compare, evaluate and export the scenetool CNN.
+
+    \b
+    Example:
+        python -m train summary data/intel/seg_train
+        python -m train fit --arch scenenet --name scenenet
+        python -m train export scenenet --out exported/scenes.onnx
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--split", "split_path", type=click.Path(dir_okay=False),
+              help="Split file (made when missing). Default: runs/split-<folder>.txt.")
+@click.option("--runs", default="runs", show_default=True, help="Folder of runs.")
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Where to draw the bar chart. Default: runs/summary-<folder>.png.")
+def summary(data_dir: str, split_path: str | None, runs: str, png: str | None) -> None:
+    """Count the images per split and class: a table and a horizontal bar chart.
+
+    \b
+    Example:
+        python -m train summary ../shared/data/intel/seg_train
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from train.fit import FitConfig, default_split_path
+    from train.plots import counts_chart
+
+    try:
+        folder = data_mod.scan(data_dir)
+        cfg = FitConfig(data=data_dir, runs_dir=runs)
+        path = Path(split_path) if split_path else default_split_path(cfg)
+        split = data_mod.load_or_make_split(folder, path)
+    except data_mod.DataError as exc:
+        raise TrainError(str(exc)) from exc
+    counts = {"train": folder.counts(split.train), "val": folder.counts(split.val)}
+    table = Table(title=f"{folder.root} ({len(folder.files)} images; split {path})")
+    table.add_column("class")
+    for name in counts:
+        table.add_column(name, justify="right")
+    table.add_column("total", justify="right")
+    for cls in folder.classes:
+        table.add_row(cls, *(str(counts[s][cls]) for s in counts),
+                      str(sum(counts[s][cls] for s in counts)))
+    table.add_row("all", *(str(sum(counts[s].values())) for s in counts), str(len(folder.files)),
+                  style="bold")
+    Console().print(table)
+    out = Path(png) if png else Path(runs) / f"summary-{folder.root.resolve().name}.png"
+    counts_chart(counts, out, title=f"Images per class and split: {folder.root.resolve().name}")
+    click.echo(f"bar chart: {out}", err=True)
+
+
+@cli.command()
+@click.option("--arch", default="scenenet", show_default=True,
+              help="Model from the zoo: seed-dense, seed-cnn, scenenet, tiny.")
+@click.option("--data", "data_dir", default="data/intel/seg_train", show_default=True,
+              type=click.Path(file_okay=False), help="Kaggle-layout training folder.")
+@click.option("--name", default=None, help="Run name (folder under --runs). Default: the arch.")
+@click.option("--runs", default="runs", show_default=True, help="Folder of runs.")
+@click.option("--split", "split_path", default="", help="Split file (made when missing).")
+@click.option("--image-size", default="96", show_default=True,
+              help="One size, or size:epochs phases for progressive resizing: 96:10,150:2.")
+@click.option("--epochs", type=int, default=None, help="Epochs (with one image size). [12]")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
+@click.option("--weight-decay", type=float, default=0.05, show_default=True)
+@click.option("--warmup", type=float, default=1.0, show_default=True, help="Warm-up epochs.")
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option("--mixup", type=float, default=0.0, show_default=True, help="Mixup alpha; 0 off.")
+@click.option("--cutmix", type=float, default=0.0, show_default=True, help="Cutmix alpha; 0 off.")
+@click.option("--patience", type=int, default=6, show_default=True,
+              help="Early stopping: epochs without a better validation accuracy; 0 off.")
+@click.option("--seed", type=int, default=data_mod.DEFAULT_SEED, show_default=True)
+@click.option("--jit/--no-jit", default=True, show_default=True, help="XLA-compile the step.")
+@click.option("--max-train", type=int, default=0, help="Use only N training images (smoke runs).")
+@click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
+def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, image_size: str,
+        epochs: int | None, batch_size: int, lr: float, weight_decay: float, warmup: float,
+        label_smoothing: float, mixup: float, cutmix: float, patience: int, seed: int,
+        jit: bool, max_train: int, resume: bool) -> None:
+    """Train a model from the zoo; every epoch is checkpointed, so --resume can continue.
+
+    \b
+    Example:
+        python -m train fit --arch scenenet --data ../shared/data/intel/seg_train \\
+            --image-size 96:12,128:4,150:2 --name scenenet
+        python -m train fit --name scenenet --resume
+    """
+    from train.fit import FitConfig, FitError, parse_phases
+    from train.fit import fit as run_fit
+
+    try:
+        phases = parse_phases(image_size, epochs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--image-size") from exc
+    cfg = FitConfig(arch=arch, data=data_dir, name=name or arch, runs_dir=runs,
+                    split=split_path, phases=phases, batch=batch_size, lr=lr,
+                    weight_decay=weight_decay, warmup_epochs=warmup,
+                    label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix,
+                    patience=patience, seed=seed, jit=jit, max_train=max_train)
+    try:
+        metrics = run_fit(cfg, resume=resume)
+    except (FitError, data_mod.DataError, KeyError) as exc:
+        raise TrainError(str(exc).strip("'\"")) from exc
+    click.echo(f"best validation accuracy {metrics['best_val_accuracy']:.4f} "
+               f"at epoch {metrics['best_epoch']} ({Path(runs) / cfg.name}/metrics.json)")
+
+
+@cli.command()
+@click.argument("runs_", metavar="RUN...", nargs=-1, required=True)
+@click.option("--runs", default="runs", show_default=True, help="Folder of runs.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="PNG to write. Default: <runs>/compare.png.")
+def compare(runs_: tuple[str, ...], runs: str, out: str | None) -> None:
+    """Draw accuracy and loss per epoch of several runs on one PNG.
+
+    Training is dashed, validation solid, one colour per run.
+
+    \b
+    Example:
+        python -m train compare seed-dense seed-cnn scenenet --out runs/compare.png
+    """
+    from train.plots import compare_curves, read_history
+
+    paths = [_run_dir(runs, r) for r in runs_]
+    empty = [p.name for p in paths if not read_history(p).get("epoch")]
+    if len(empty) == len(paths):
+        raise TrainError(f"no finished epoch to draw in {', '.join(empty)}")
+    for name in empty:
+        click.echo(f"warning: run {name} has no finished epoch yet", err=True)
+    target = compare_curves(paths, Path(out) if out else Path(runs) / "compare.png",
+                            title="Training curves: " + ", ".join(p.name for p in paths))
+    click.echo(f"curves: {target}", err=True)
+
+
+def _print_report(result: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, m in result["per_class"].items():
+        table.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+                      str(m["support"]))
+    table.add_row("macro F1", "", "", f"{result['macro_f1']:.3f}", str(result["n"]),
+                  style="bold")
+    Console().print(table)
+
+
+def _size_option(f):
+    return click.option("--image-size", type=click.IntRange(min=8), default=None,
+                        help="Input size (fully convolutional archs). Default: the size of "
+                             "the run's last phase.")(f)
+
+
+def _checkpoint_option(f):
+    return click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best",
+                        show_default=True, help="Which checkpoint of the run.")(f)
+
+
+def _data_option(f):
+    return click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False),
+                        help="The run's data folder, when config.json's path does not "
+                             "resolve from here.")(f)
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--runs", default="runs", show_default=True, help="Folder of runs.")
+@_size_option
+@_checkpoint_option
+@_data_option
+def evaluate(run: str, runs: str, image_size: int | None, checkpoint: str,
+             data_dir: str | None) -> None:
+    """Score a run's checkpoint on its validation split.
+
+    Prints the accuracy and per-class precision, recall and F1, and writes eval.json,
+    confusion.png and spotcheck.png (12 seeded-random validation images) into the run.
+
+    \b
+    Example:
+        python -m train evaluate scenenet
+        python -m train evaluate scenenet --image-size 128 --checkpoint last
+    """
+    from train.evaluate import evaluate as run_evaluate
+    from train.fit import FitError
+
+    path = _run_dir(runs, run)
+    try:
+        result, pngs = run_evaluate(path, image_size, checkpoint, data_dir)
+    except (FitError, data_mod.DataError) as exc:
+        raise TrainError(str(exc)) from exc
+    _print_report(result, f"{path.name}: {checkpoint}.keras at {result['image_size']}px")
+    click.echo(f"validation accuracy {result['accuracy']:.4f} ({result['n']} images)")
+    click.echo(f"wrote {path / 'eval.json'}, {pngs['confusion']}, {pngs['spotcheck']}", err=True)
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--out", type=click.Path(dir_okay=False), default="exported/scenes.onnx",
+              show_default=True, help="The ONNX file to write.")
+@click.option("--runs", default="runs", show_default=True, help="Folder of runs.")
+@_size_option
+@_checkpoint_option
+@_data_option
+@click.option("--card", type=click.Path(dir_okay=False), default=None,
+              help="Also write a model card here (figures go beside it).")
+@click.option("--compare-runs", default="seed-dense,seed-cnn", show_default=True,
+              help="Comma-separated runs whose validation accuracy the card lists.")
+def export(run: str, out: str, runs: str, image_size: int | None, checkpoint: str,
+           data_dir: str | None, card: str | None, compare_runs: str) -> None:
+    """Export a run's checkpoint to ONNX, checked against Keras, with its metadata.
+
+    The file only lands at --out after onnx.checker, a parity check against Keras on 64
+    validation images and a load by the scenetool runtime have passed.
+
+    \b
+    Example:
+        python -m train export scenenet --out exported/scenes.onnx --card exported/MODEL.md
+    """
+    from train.export import ExportError
+    from train.export import export as run_export
+    from train.fit import FitError
+
+    path = _run_dir(runs, run)
+    try:
+        res = run_export(path, Path(out), image_size, checkpoint, data_dir)
+    except (ExportError, FitError, data_mod.DataError) as exc:
+        raise TrainError(str(exc)) from exc
+    click.echo(f"wrote {res.path} ({res.file_size / 1e6:.2f} MB, {res.image_size}px, "
+               f"validation accuracy {res.report['accuracy']:.4f} through onnxruntime, "
+               f"parity {res.parity_max_diff:.1e})")
+    if card:
+        from train.card import write_card
+
+        names = [n.strip() for n in compare_runs.split(",") if n.strip()]
+        written = write_card(res, Path(card), Path(runs), names)
+        click.echo(f"model card: {written}", err=True)
+
+
+def main() -> None:
+    # TensorFlow's C++ start-up chatter is noise here; its warnings and errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Our datasets are shuffled by the pipeline itself (seeded per epoch).
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
+    cli(prog_name="python -m train")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Evaluate a run's checkpoint on its own validation split: metrics, confusion, spot check.
+
+Shared by `python -m train evaluate` and the exporter: `open_run` finds the data, split and
+checkpoint a run used, `report` turns labels and predictions into the numbers both print.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from train import data as data_mod
+from train.fit import FitConfig, FitError, prepare
+
+CHECKPOINTS = ("best", "last")
+SPOT_CHECK_IMAGES = 12
+
+
+@dataclass
+class RunData:
+    """A run folder with what it trained on: config, folder, split (bad files removed)."""
+
+    path: Path
+    cfg: FitConfig
+    folder: data_mod.ImageFolder
+    split: data_mod.Split
+    arrays: data_mod.Arrays
+    state: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.folder.classes)
+
+    def val_labels(self) -> np.ndarray:
+        return np.asarray(self.folder.labels)[self.split.val]
+
+
+def utc_now() -> str:
+    """Now in UTC, ISO 8601 to the second (datetime.UTC would need Python 3.11)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")  # noqa: UP017
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def open_run(run: Path, data: str | None = None) -> RunData:
+    """Load a run's config and its exact validation split (its split.txt copy).
+
+    `data` overrides the data folder of config.json (which may be relative to where the
+    run was started). The class order is the run's: a folder that lacks one is an error.
+    """
+    cfg = FitConfig.from_json(json.loads((run / "config.json").read_text()))
+    if data:
+        cfg.data = data
+    if (run / "split.txt").exists():
+        cfg.split = str(run / "split.txt")
+    folder, split, arrays = prepare(cfg)
+    trained = _read_json(run / "metrics.json").get("classes")
+    if trained and list(folder.classes) != trained:
+        raise FitError(f"{cfg.data} has the classes {', '.join(folder.classes)}, but run "
+                       f"{run.name} was trained on {', '.join(trained)}")
+    if not split.val:
+        raise FitError(f"run {run.name} has no readable validation images")
+    return RunData(run, cfg, folder, split, arrays, _read_json(run / "state.json"))
+
+
+def default_size(cfg: FitConfig) -> int:
+    """The size of the run's last phase: where a progressive-resizing run ends up."""
+    return cfg.phases[-1][0]
+
+
+def check_size(cfg: FitConfig, size: int) -> None:
+    from train.zoo import fixed_size
+
+    if fixed_size(cfg.arch) and size != cfg.phases[0][0]:
+        raise FitError(f"{cfg.arch} flattens its features: it only takes {cfg.phases[0][0]}px "
+                       f"images, not {size}px")
+    if size < 8:
+        raise FitError(f"image size {size} is too small")
+
+
+def load_checkpoint(run: Path, which: str = "best"):
+    """The Keras model of `run/<which>.keras` (no optimizer: evaluation and export only)."""
+    import keras
+
+    import train.schedule  # noqa: F401 - registers the learning-rate schedule
+
+    path = run / f"{which}.keras"
+    if not path.exists():
+        raise FitError(f"run {run.name} has no {which}.keras checkpoint yet")
+    return keras.models.load_model(path, compile=False)
+
+
+def val_batches(rd: RunData, size: int, batch: int = 64, positions=None):
+    """The validation images (or those at `positions` in the split), resized to `size` as
+    in training, as float32 NumPy batches."""
+    from train.pipeline import eval_dataset
+
+    indices = rd.split.val if positions is None else [rd.split.val[i] for i in positions]
+    ds = eval_dataset(rd.arrays.images, None, indices, size=size, batch=batch)
+    yield from ds.as_numpy_iterator()
+
+
+def predict_keras(model, rd: RunData, size: int) -> np.ndarray:
+    """Probabilities of the whole validation split, (n_val, classes)."""
+    return np.concatenate([np.asarray(model(x, training=False)) for x in val_batches(rd, size)])
+
+
+def confusion(true: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    """cm[i, j]: images of true class i predicted as j."""
+    cm = np.zeros((n, n), np.int64)
+    np.add.at(cm, (np.asarray(true), np.asarray(pred)), 1)
+    return cm
+
+
+def report(true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, per-class precision/recall/F1/support, macro F1 and the confusion matrix."""
+    pred = np.argmax(probs, axis=1)
+    cm = confusion(true, pred, len(classes))
+    per_class = {}
+    for i, name in enumerate(classes):
+        tp, predicted, actual = cm[i, i], cm[:, i].sum(), cm[i].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": float(precision), "recall": float(recall),
+                           "f1": float(f1), "support": int(actual)}
+    return {
+        "accuracy": float(np.mean(pred == true)) if len(true) else 0.0,
+        "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
+        "n": len(true),
+        "classes": list(classes),
+        "per_class": per_class,
+        "confusion": cm.tolist(),
+    }
+
+
+def sample_positions(n: int, seed: int, k: int = SPOT_CHECK_IMAGES) -> np.ndarray:
+    """k sorted positions out of n (the validation split), the same for the same seed."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False))
+
+
+def draw(rd: RunData, true: np.ndarray, probs: np.ndarray, result: dict, out_dir: Path,
+         title: str) -> dict[str, Path]:
+    """confusion.png and spotcheck.png in out_dir."""
+    from train.plots import confusion_png, spot_check_png
+
+    picks = sample_positions(len(true), rd.cfg.seed)
+    images = rd.arrays.images[np.asarray(rd.split.val)[picks]]
+    return {
+        "confusion": confusion_png(np.asarray(result["confusion"]), rd.classes,
+                                   out_dir / "confusion.png", f"Confusion: {title}"),
+        "spotcheck": spot_check_png(images, true[picks], probs[picks], rd.classes,
+                                    out_dir / "spotcheck.png", f"Spot check: {title}"),
+    }
+
+
+def evaluate(run: Path, size: int | None = None, which: str = "best",
+             data: str | None = None) -> tuple[dict, dict[str, Path]]:
+    """Predict the run's validation split; write eval.json, confusion.png, spotcheck.png."""
+    rd = open_run(run, data)
+    size = size or default_size(rd.cfg)
+    check_size(rd.cfg, size)
+    model = load_checkpoint(run, which)
+    probs = predict_keras(model, rd, size)
+    true = rd.val_labels()
+    result = report(true, probs, rd.classes)
+    result.update({"run": rd.name, "arch": rd.cfg.arch, "checkpoint": which, "image_size": size,
+                   "created": utc_now()})
+    pngs = draw(rd, true, probs, result, run, f"{rd.name} ({which}, {size}px)")
+    tmp = run / "eval.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(run / "eval.json")
+    return result, pngs
