@@ -13,8 +13,10 @@ import base64
 import html
 import io
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -86,24 +88,17 @@ def make_thumbnail(path: str, side: int = THUMB) -> Thumb:
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], threads: int,
                 window: int) -> Iterator[R]:
     """`fn` over `items` in a thread pool, yielded in input order, at most `window` pending."""
-    pending: list[Future] = []
+    pending: deque[Future[R]] = deque()
     iterator = iter(items)
     with ThreadPoolExecutor(threads, thread_name_prefix="thumb") as pool:
-        head = 0
-        exhausted = False
         while True:
-            while not exhausted and len(pending) - head < window:
-                item = next(iterator, None)
-                if item is None:
-                    exhausted = True
-                else:
-                    pending.append(pool.submit(fn, item))
-            if head == len(pending):
+            for item in iterator:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= window:
+                    break
+            if not pending:
                 return
-            result = pending[head].result()
-            pending[head] = None  # type: ignore[call-overload]  # let the thumbnail go
-            head += 1
-            yield result
+            yield pending.popleft().result()
 
 
 @dataclass
@@ -134,7 +129,7 @@ class Sheet:
     low_threshold: float
     limit: int
     classes: dict[str, Section] = field(default_factory=dict)
-    low: Section | None = None
+    low: Section = field(init=False)
     low_by_label: dict[str, int] = field(default_factory=dict)
     failed: list[Row] = field(default_factory=list)
     total: int = 0
@@ -155,19 +150,16 @@ class Sheet:
         if section is None:
             section = self.classes[label] = Section(f"class-{len(self.classes)}", label, label,
                                                     self.limit)
+        section.add(row)  # every image is in its class, so the counts match the report's
         if (row.confidence or 0.0) < self.low_threshold:
-            assert self.low is not None
-            self.low.add(row)
+            self.low.add(row)  # and the doubtful ones again, together
             self.low_by_label[label] = self.low_by_label.get(label, 0) + 1
-        else:
-            section.add(row)
 
     def ordered_classes(self) -> list[Section]:
         """Classes by name, 'unknown' last."""
         return sorted(self.classes.values(), key=lambda s: (s.title == UNKNOWN, s.title))
 
     def sections(self) -> list[Section]:
-        assert self.low is not None
         return [*self.ordered_classes(), *([self.low] if self.low.count else [])]
 
     @property
@@ -241,6 +233,7 @@ td,th{text-align:left;padding:2px 12px 2px 0;vertical-align:top}
 td.reason{color:var(--bad)}
 footer{color:var(--muted);padding:0 18px 18px;font-size:12px}
 [hidden]{display:none!important}
+html:not(.js) #controls{display:none}
 """
 
 SCRIPT = """
@@ -260,8 +253,9 @@ SCRIPT = """
   function all(state) { boxes.forEach(function (b) { b.checked = state; }); apply(); }
   document.getElementById('all').addEventListener('click', function () { all(true); });
   document.getElementById('none').addEventListener('click', function () { all(false); });
-  document.getElementById('sort').addEventListener('change', function () {
-    var how = this.value;
+  var select = document.getElementById('sort');
+  function sort() {
+    var how = select.value;
     document.querySelectorAll('.grid').forEach(function (grid) {
       var items = Array.prototype.slice.call(grid.children);
       items.sort(function (a, b) {
@@ -271,13 +265,18 @@ SCRIPT = """
       });
       items.forEach(function (x) { grid.appendChild(x); });
     });
-  });
+  }
+  select.addEventListener('change', sort);
+  // #sort=asc or #sort=desc in the address opens the sheet sorted.
+  var wanted = /^#sort=(asc|desc)$/.exec(location.hash);
+  if (wanted) { select.value = wanted[1]; sort(); }
   apply();
+  document.documentElement.className = 'js';
 })();
 """
 
 
-def _header(out: IO[str], sheet: Sheet, run: Run | None, store: Store) -> None:
+def _header(out: IO[str], sheet: Sheet, run: Run | None) -> None:
     if run is not None:
         title = f"Run {run.id}"
         origin = (f"run {run.id}, started {esc(when(run.started))}"
@@ -287,10 +286,9 @@ def _header(out: IO[str], sheet: Sheet, run: Run | None, store: Store) -> None:
         origin = "all stored results (latest per image)"
     shas = list(sheet.shas) or ([run.model_sha256] if run else [])
     models = ", ".join(f"<code>{esc(s[:12])}</code>" for s in shas) or "none"
-    assert sheet.low is not None
     out.write(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{esc(CSP)}\">\n"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
         "<meta name=\"referrer\" content=\"no-referrer\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>scenetool contact sheet: {esc(title)}</title>\n"
@@ -303,7 +301,7 @@ def _header(out: IO[str], sheet: Sheet, run: Run | None, store: Store) -> None:
         f"{len(sheet.failed):,} failed</span></p>\n"
         "<nav id=\"controls\">\n<span>Show:</span>\n")
     for section in sheet.ordered_classes():
-        n = section.count + sheet.low_by_label.get(section.title, 0)
+        n = section.count
         out.write(f"<label><input type=\"checkbox\" class=\"cls\" value=\"{esc(section.title)}\""
                   f" checked> {esc(section.title)} ({n:,})</label>\n")
     out.write("<button type=\"button\" id=\"all\">all</button>"
@@ -327,7 +325,8 @@ def _figure(out: IO[str], row: Row, index: int, thumb: Thumb, low: bool) -> None
                + (f"<span class=\"lab\">{esc(label)}</span>" if low else "")
                + f"<span class=\"conf\">{confidence:.1%}</span>")
     classes = " ".join(c for c in ("low" if low else "", "missing" if not thumb.uri else "") if c)
-    out.write(f"<figure{f' class=\"{classes}\"' if classes else ''} data-label=\"{esc(label)}\""
+    attr = f' class="{classes}"' if classes else ""
+    out.write(f"<figure{attr} data-label=\"{esc(label)}\""
               f" data-conf=\"{confidence:.6f}\" data-i=\"{index}\">"
               f"<div class=\"box\">{picture}</div><figcaption>{caption}</figcaption></figure>\n")
 
@@ -348,7 +347,7 @@ def write_contact_sheet(store: Store, run: Run | None, target: str | os.PathLike
     """Write the contact sheet of `run` (None: the latest result of every stored path).
 
     Each class gets a section of at most `limit` thumbnails (a note says how many more
-    there are); images below `low_threshold` are in a section of their own, captioned with
+    there are); images below `low_threshold` are also in a section of their own, captioned with
     their class, and failed files are listed with their reasons. The file is written
     under a temporary name and renamed into place, so a failed write leaves no half sheet.
     Returns a one-line description for the user; raises OSError when it cannot write.
@@ -362,10 +361,10 @@ def write_contact_sheet(store: Store, run: Run | None, target: str | os.PathLike
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
     unreadable = 0
     try:
-        with open(partial, "w", encoding="utf-8", newline="\n") as out:
-            _header(out, sheet, run, store)
-            paths = (row.path for section in sections for row in section.shown)
-            thumbs = ordered_map(make_thumbnail, paths, threads, window=4 * threads)
+        paths = (row.path for section in sections for row in section.shown)
+        with open(partial, "w", encoding="utf-8", newline="\n") as out, \
+                closing(ordered_map(make_thumbnail, paths, threads, 4 * threads)) as thumbs:
+            _header(out, sheet, run)
             for section in sections:
                 is_low = section.label is None
                 if is_low:
@@ -377,8 +376,8 @@ def write_contact_sheet(store: Store, run: Run | None, target: str | os.PathLike
                           "</span></h2>\n")
                 low_here = 0 if is_low else sheet.low_by_label.get(section.title, 0)
                 if low_here:
-                    out.write(f"<p class=\"note\">and {low_here:,} below "
-                              f"{low_threshold:.0%} confidence, shown under "
+                    out.write(f"<p class=\"note\">{low_here:,} of them below "
+                              f"{low_threshold:.0%} confidence, also shown under "
                               "<a href=\"#low\">Low confidence</a></p>\n")
                 out.write("<div class=\"grid\">\n")
                 for index, row in enumerate(section.shown):

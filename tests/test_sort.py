@@ -1,0 +1,244 @@
+"""`scenetool sort`: copy, move and link into DEST/<label>/, collisions, re-runs, failures."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import make_image
+from PIL import Image
+
+from scenetool.cli import cli
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def tree(folder: Path) -> dict[str, bytes | str]:
+    """Every file under `folder`: its bytes, or 'link -> target' for a symlink."""
+    out: dict[str, bytes | str] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            out[rel] = "link -> " + os.readlink(path)
+        elif path.is_file():
+            out[rel] = path.read_bytes()
+    return out
+
+
+def table_row(stdout: str, label: str) -> list[str]:
+    """The cells of the table row for `label`."""
+    line = next(x for x in stdout.splitlines() if x.split()[:1] == [label])
+    return line.split()[1:]
+
+
+@pytest.fixture
+def src(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    make_image(folder / "r1.jpg", "red")
+    make_image(folder / "r2.png", "red")
+    make_image(folder / "g1.png", "green")
+    make_image(folder / "sub" / "b1.jpg", "blue")
+    (folder / "notes.txt").write_text("not a photo")
+    return folder
+
+
+def grey(path: Path) -> Path:
+    """An image the colour model is unsure about: 1/3 for each class, 'red' on top."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 40), (128, 128, 128)).save(path)
+    return path
+
+
+def test_copy_is_the_default_and_keeps_the_sources(src, tmp_path):
+    before = tree(src)
+    dest = tmp_path / "sorted"
+    result = invoke("sort", str(src), str(dest))
+    assert result.exit_code == 0, result.output
+    assert tree(src) == before
+    assert tree(dest) == {
+        "blue/b1.jpg": before["sub/b1.jpg"], "green/g1.png": before["g1.png"],
+        "red/r1.jpg": before["r1.jpg"], "red/r2.png": before["r2.png"]}
+    assert (dest / "red" / "r1.jpg").stat().st_mtime == (src / "r1.jpg").stat().st_mtime
+    assert "copied" in result.stdout.splitlines()[2]
+    assert table_row(result.stdout, "red") == ["2", "0"]
+    assert table_row(result.stdout, "total") == ["4", "0"]
+    store = os.environ["SCENETOOL_STORE"]
+    assert result.stderr == (
+        "4 image(s): 4 copied, 0 already there, 0 failed (left in place). "
+        f"Run 1 in {store}: 4 classified, 0 from the store.\n")
+
+
+def test_rerun_is_idempotent_and_reuses_the_store(src, tmp_path):
+    dest = tmp_path / "sorted"
+    assert invoke("sort", str(src), str(dest)).exit_code == 0
+    first = tree(dest)
+    result = invoke("sort", str(src), str(dest))
+    assert result.exit_code == 0, result.output
+    assert tree(dest) == first  # no name-1 copies
+    assert table_row(result.stdout, "red") == ["0", "2"]
+    assert result.stderr.startswith(
+        "4 image(s): 0 copied, 4 already there, 0 failed (left in place). Run 2 in ")
+    assert result.stderr.endswith(": 0 classified, 4 from the store.\n")
+
+
+def test_collisions_get_numbered_names_and_a_rerun_adds_none(tmp_path):
+    src = tmp_path / "photos"
+    make_image(src / "a" / "x.jpg", "red", size=(48, 40))
+    make_image(src / "b" / "x.jpg", "red", size=(50, 40))
+    make_image(src / "c" / "x.jpg", "red", size=(52, 40))
+    dest = tmp_path / "sorted"
+    make_image(dest / "red" / "x.jpg", "green", size=(10, 10))  # someone else's x.jpg
+    theirs = (dest / "red" / "x.jpg").read_bytes()
+    assert invoke("sort", str(src), str(dest)).exit_code == 0
+    assert sorted(tree(dest)) == ["red/x-1.jpg", "red/x-2.jpg", "red/x-3.jpg", "red/x.jpg"]
+    assert (dest / "red" / "x.jpg").read_bytes() == theirs
+    assert (dest / "red" / "x-1.jpg").read_bytes() == (src / "a" / "x.jpg").read_bytes()
+    assert (dest / "red" / "x-3.jpg").read_bytes() == (src / "c" / "x.jpg").read_bytes()
+    result = invoke("sort", str(src), str(dest))
+    assert sorted(tree(dest)) == ["red/x-1.jpg", "red/x-2.jpg", "red/x-3.jpg", "red/x.jpg"]
+    assert table_row(result.stdout, "red") == ["0", "3"]
+
+
+def test_move_removes_the_sources_and_a_rerun_finds_nothing(src, tmp_path):
+    before = tree(src)
+    dest = tmp_path / "sorted"
+    result = invoke("sort", str(src), str(dest), "--move")
+    assert result.exit_code == 0, result.output
+    assert tree(src) == {"notes.txt": before["notes.txt"]}
+    assert tree(dest)["red/r1.jpg"] == before["r1.jpg"]
+    assert tree(dest)["blue/b1.jpg"] == before["sub/b1.jpg"]
+    assert table_row(result.stdout, "red") == ["2", "0"]
+    assert "4 image(s): 4 moved, 0 already there" in result.stderr
+    again = invoke("sort", str(src), str(dest), "--move")
+    assert again.exit_code == 0
+    assert again.stderr.startswith("0 image(s): 0 moved, 0 already there, 0 failed")
+
+
+def test_move_across_filesystems_copies_syncs_then_unlinks(src, tmp_path, monkeypatch):
+    """With hard links refused (EXDEV, as between filesystems) a move copies to a temporary
+    name in DEST, checks it and renames it, and only then deletes the source."""
+    def no_link(*args, **kwargs):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "link", no_link)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    before = tree(src)
+    dest = tmp_path / "sorted"
+    result = invoke("sort", str(src), str(dest), "--move")
+    assert result.exit_code == 0, result.output
+    assert tree(dest) == {
+        "blue/b1.jpg": before["sub/b1.jpg"], "green/g1.png": before["g1.png"],
+        "red/r1.jpg": before["r1.jpg"], "red/r2.png": before["r2.png"]}  # no .part left
+    assert not (src / "r1.jpg").exists()
+    assert len(synced) >= 4
+
+
+def test_move_finishes_an_interrupted_move(src, tmp_path):
+    dest = tmp_path / "sorted"
+    (dest / "red").mkdir(parents=True)
+    (dest / "red" / "r1.jpg").write_bytes((src / "r1.jpg").read_bytes())  # copied, not deleted
+    result = invoke("sort", str(src), str(dest), "--move")
+    assert result.exit_code == 0
+    assert not (src / "r1.jpg").exists()
+    assert sorted(p.name for p in (dest / "red").iterdir()) == ["r1.jpg", "r2.png"]
+    assert table_row(result.stdout, "red") == ["1", "1"]
+
+
+def test_link_makes_absolute_symlinks_and_is_idempotent(src, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("sort", "photos", "sorted", "--link")
+    assert result.exit_code == 0, result.output
+    link = tmp_path / "sorted" / "blue" / "b1.jpg"
+    assert link.is_symlink() and os.readlink(link) == str(src / "sub" / "b1.jpg")
+    assert (src / "sub" / "b1.jpg").is_file()
+    assert table_row(result.stdout, "total") == ["4", "0"]
+    assert "linked" in result.stdout
+    first = tree(tmp_path / "sorted")
+    again = invoke("sort", "photos", "sorted", "--link")
+    assert tree(tmp_path / "sorted") == first
+    assert table_row(again.stdout, "total") == ["0", "4"]
+
+
+def test_min_confidence_sends_doubtful_images_to_unknown(src, tmp_path):
+    grey(src / "grey.png")
+    dest = tmp_path / "sorted"
+    result = invoke("sort", str(src), str(dest), "--min-confidence", "0.5")
+    assert result.exit_code == 0, result.output
+    assert sorted(tree(dest)) == ["blue/b1.jpg", "green/g1.png", "red/r1.jpg", "red/r2.png",
+                                  "unknown/grey.png"]
+    assert table_row(result.stdout, "unknown") == ["1", "0"]
+
+
+def test_a_stored_unknown_does_not_stick(src, tmp_path):
+    """Results reused from a classify run with --min-confidence 0.9 carry 'unknown' as
+    their label; sort decides from the top label and its own threshold."""
+    grey(src / "grey.png")
+    assert invoke("classify", str(src), "--min-confidence", "0.9").exit_code == 0
+    dest = tmp_path / "sorted"
+    result = invoke("sort", str(src), str(dest))
+    assert result.stderr.endswith(": 0 classified, 5 from the store.\n")
+    assert (dest / "red" / "grey.png").is_file()
+    assert not (dest / "unknown").exists()
+
+
+def test_dry_run_writes_nothing_but_says_what_it_would_do(src, tmp_path):
+    make_image(src / "other" / "r1.jpg", "red", size=(30, 30))  # would collide with r1.jpg
+    before = tree(src)
+    dest = tmp_path / "sorted"
+    result = invoke("sort", str(src), str(dest), "--dry-run", "--move")
+    assert result.exit_code == 0, result.output
+    assert not dest.exists()
+    assert tree(src) == before
+    assert "Dry run: nothing written" in result.stdout
+    assert "would move" in result.stdout
+    assert table_row(result.stdout, "red") == ["3", "0"]
+    assert result.stderr.startswith(
+        "5 image(s): 5 would be moved, 0 already there, 0 failed (left in place). Run 1 in ")
+
+
+def test_failed_files_stay_in_place_and_exit_1(src, tmp_path):
+    (src / "broken.jpg").write_bytes(b"not really a jpeg")
+    (src / "empty.png").write_bytes(b"")
+    dest = tmp_path / "sorted"
+    result = invoke("sort", str(src), str(dest))
+    assert result.exit_code == 1
+    assert (src / "broken.jpg").exists() and (src / "empty.png").exists()
+    assert sorted(tree(dest)) == ["blue/b1.jpg", "green/g1.png", "red/r1.jpg", "red/r2.png"]
+    assert table_row(result.stdout, "failed") == ["(left", "in", "place)", "2"]
+    lines = result.stderr.splitlines()
+    assert f"failed: {src / 'broken.jpg'}: not an image (unknown or corrupt format)" in lines
+    assert f"failed: {src / 'empty.png'}: empty file (0 bytes)" in lines
+    assert lines[-1].startswith("6 image(s): 4 copied, 0 already there, 2 failed (left in place).")
+
+
+def test_dest_inside_src_is_not_walked(src):
+    dest = src / "sorted"
+    assert invoke("sort", str(src), str(dest)).exit_code == 0
+    result = invoke("sort", str(src), str(dest))
+    assert result.exit_code == 0
+    assert result.stderr.startswith("4 image(s): 0 copied, 4 already there, 0 failed")
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.*")) == [
+        "blue/b1.jpg", "green/g1.png", "red/r1.jpg", "red/r2.png"]
+
+
+def test_usage_errors(src, tmp_path):
+    result = invoke("sort", str(src), str(src))
+    assert result.exit_code == 2
+    assert "Error: DEST must not be SRC itself" in result.stderr
+    result = invoke("sort", str(src), str(tmp_path / "d"), "--copy", "--move")
+    assert result.exit_code == 2
+    assert "Error: --copy, --move and --link exclude each other" in result.stderr
+    (tmp_path / "file").write_text("x")
+    result = invoke("sort", str(src), str(tmp_path / "file"))
+    assert result.exit_code == 2
+    assert f"Error: DEST is not a folder: {tmp_path / 'file'}" in result.stderr
+    result = invoke("sort", str(tmp_path / "missing"), str(tmp_path / "d"))
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
