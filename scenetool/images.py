@@ -120,6 +120,10 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "bi
         if "truncated" in text:
             raise DecodeError("truncated image data") from None
         raise DecodeError(f"corrupt image: {text}"[:200]) from None
+    except Exception as exc:  # noqa: BLE001 - a malformed file can make Pillow raise anything
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DecodeError(f"corrupt image ({type(exc).__name__}{': ' if text else ''}"
+                          f"{text})"[:200]) from None
     if channel_order == "BGR":
         arr = arr[..., ::-1]
     return arr

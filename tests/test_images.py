@@ -138,3 +138,18 @@ def test_candidates_by_extension_or_magic(tmp_path):
     assert not is_candidate(text)
     assert is_candidate(upper)
     assert not is_candidate(Path(tmp_path / "missing.bin"))
+
+
+def test_any_decoder_exception_becomes_a_reason(tmp_path, monkeypatch):
+    """Pillow can raise struct.error, IndexError... on odd files: one image fails, not the run."""
+    import struct as struct_mod
+
+    path = make_image(tmp_path / "odd.png", "red")
+
+    def boom(self):
+        raise struct_mod.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(Image.Image, "load", boom)
+    with pytest.raises(DecodeError) as info:
+        load_image(path, (8, 8))
+    assert str(info.value) == "corrupt image (error: unpack requires a buffer of 4 bytes)"

@@ -1,0 +1,239 @@
+"""`make bench`: scenetool against its own ceilings, in one table and bench/results.json.
+
+Run it as `python -m bench` (or `python bench/run.py`) from the repository root. The cases
+run in rounds, each case once per round, so that all of them sample the same stretch of
+time and their ratios hold when the machine's load drifts; medians are reported. It exits
+0 whatever the figures (it is a report) and 2 when it cannot run at all.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: python bench/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tempfile  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from itertools import count  # noqa: E402
+
+import click  # noqa: E402
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from bench import cases, photos, report  # noqa: E402
+from bench.cases import Case  # noqa: E402
+from bench.measure import REPO_ROOT, BenchError, child_env, python_module, run_command  # noqa: E402
+from scenetool.model import ModelError, SceneModel, find_model, open_model  # noqa: E402
+from scenetool.pipeline import Settings  # noqa: E402
+
+DEFAULT_OUT = REPO_ROOT / "bench" / "results.json"
+PHONE_COUNT = 40
+QUICK_LIMIT = 60  # photos in --quick mode
+QUICK_PHONE_COUNT = 2
+REPEATS = 3
+
+log = Console(stderr=True, highlight=False)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The options, resolved: what to measure, on what, how many times."""
+
+    model_path: Path
+    photos: Path
+    repeats: int
+    limit: int | None
+    phone_count: int
+    cache: Path
+    out: Path
+    quick: bool
+
+
+@dataclass(frozen=True)
+class PhotoSet:
+    files: list[str]
+    source: str
+    note: str | None = None
+
+
+def choose_photos(plan: Plan, workdir: Path, explicit: bool) -> PhotoSet:
+    """The shared photos, or a generated set (with a note) when the default is absent."""
+    if plan.photos.is_dir():
+        files, source, note = photos.list_photos(plan.photos), str(plan.photos), None
+    elif explicit:
+        raise click.BadParameter(f"no such folder: {plan.photos}", param_hint="--photos")
+    else:
+        n = min(plan.limit or photos.GENERATED_COUNT, photos.GENERATED_COUNT)
+        files = photos.generate_photos(workdir / "generated", n)
+        source = f"{n} generated JPEGs"
+        note = (f"{plan.photos} not found: measured on {n} generated JPEGs, "
+                "so the figures are not comparable with the README's")
+    if not files:
+        raise click.BadParameter(f"no images in {plan.photos}", param_hint="--photos")
+    return PhotoSet(files[: plan.limit] if plan.limit else files, source, note)
+
+
+def startup_cases(model_path: Path, one_image: str, workdir: Path) -> list[Case]:
+    serial = count()
+
+    def classify_one() -> list[str]:
+        store = workdir / f"startup-{next(serial)}.db"
+        return ["classify", one_image, "--store", str(store), "--model", str(model_path), "-q"]
+
+    return [
+        cases.startup_case("startup_version", "start-up: scenetool --version",
+                           lambda: ["--version"]),
+        cases.startup_case("startup_info", "start-up: scenetool info",
+                           lambda: ["info", "--model", str(model_path)]),
+        cases.startup_case("startup_classify_one", "start-up: classify one image",
+                           classify_one),
+    ]
+
+
+def phone_cases(plan: Plan, files: list[str], workdir: Path) -> list[Case]:
+    names = ("phone_end_to_end", "phone_naive")
+    titles = ("phone photos: end to end", "phone photos: naive loop")
+    if plan.phone_count == 0:
+        return [Case(n, t, "images/s", skipped="skipped (--phone-count 0)")
+                for n, t in zip(names, titles, strict=True)]
+    log.print(f"[dim]phone photos: {plan.phone_count} x 12 MP in {plan.cache} "
+              "(made once, then reused)[/]")
+    made = photos.phone_photos(files, plan.phone_count, plan.cache)
+    for path in made:  # read once so no case pays for a cold page cache
+        Path(path).read_bytes()
+    folder = Path(made[0]).parent
+    return [
+        cases.classify_case(names[0], titles[0], folder, len(made), plan.model_path, workdir),
+        cases.naive_case(names[1], titles[1], folder, len(made), plan.model_path),
+    ]
+
+
+def in_process_cases(model: SceneModel, files: list[str], settings: Settings) -> list[Case]:
+    """Decode once (which also warms the page cache) to feed the ceiling, then both cases."""
+    decoded = np.empty((len(files), *model.meta.image_size, 3), np.uint8)
+    ok = cases.decode_into(files, model.meta, settings.decode_threads(), decoded)
+    images = cases.model_input(decoded[np.asarray(ok)], model.meta)
+    del decoded
+    return [cases.ceiling_case(model, images, settings.batch_size),
+            cases.decode_case(files, model.meta, settings.decode_threads())]
+
+
+def build_cases(plan: Plan, model: SceneModel, files: list[str], workdir: Path) -> list[Case]:
+    settings = Settings()  # the tool's defaults: batch size and decode threads
+    n = len(files)
+    folder = photos.link_tree(files, workdir / "photos")
+    fivefold = photos.link_tree(files, workdir / "photos-x5", copies=5)
+    found = startup_cases(plan.model_path, files[0], workdir)
+    found += in_process_cases(model, files, settings)
+    found += [
+        cases.classify_case("end_to_end", "end to end: scenetool classify", folder, n,
+                            plan.model_path, workdir),
+        cases.naive_case("naive", "naive loop: full decode, batch of 1", folder, n,
+                         plan.model_path),
+    ]
+    found += phone_cases(plan, files, workdir)
+    found.append(cases.classify_case("memory_5x", "peak RSS: classify the folder 5 times over",
+                                     fivefold, 5 * n, plan.model_path, workdir, unit="MiB"))
+    return found
+
+
+def warm_up(model_path: Path) -> None:
+    """Compile and cache what every process imports, untimed."""
+    for args in (["--version"], ["info", "--model", str(model_path)]):
+        try:
+            run_command(python_module("scenetool", *args), child_env())
+        except BenchError:
+            pass  # the timed case reports it
+
+
+def run_rounds(planned: list[Case], repeats: int) -> None:
+    for round_no in range(1, repeats + 1):
+        for case in planned:
+            sample = case.run_once()
+            shown = (report.show(sample.value, case.unit) if sample
+                     else case.error or case.skipped or "-")
+            log.print(f"[dim]round {round_no}/{repeats}  {case.name:<22} {shown}[/]")
+
+
+def document(plan: Plan, chosen: PhotoSet, model: SceneModel, by_name: dict[str, Case],
+             figs: dict[str, report.Figure], checked: list[dict], started: dict) -> dict:
+    settings = Settings()
+    return {
+        "machine": started,
+        "settings": {
+            "model": str(plan.model_path), "model_sha256": model.sha256,
+            "photos": chosen.source, "images": len(chosen.files), "note": chosen.note,
+            "repeats": plan.repeats, "quick": plan.quick, "limit": plan.limit,
+            "phone_photos": plan.phone_count,
+            "batch_size": settings.batch_size, "decode_threads": settings.decode_threads(),
+        },
+        "cases": {name: case.as_dict() for name, case in by_name.items()},
+        "figures": {name: fig.value for name, fig in figs.items()},
+        "targets": checked,
+        "failed": [t["figure"] for t in checked if t["passed"] is False],
+        "load_average_after": report.machine()["load_average"],
+    }
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model_opt", metavar="FILE", default=None,
+              help="ONNX model. Default: the shipped model (as scenetool finds it).")
+@click.option("--photos", "photos_opt", metavar="DIR", default=None,
+              help=f"Photos to classify. Default: {photos.DEFAULT_PHOTOS} (a generated set "
+                   "when absent).")
+@click.option("--quick", is_flag=True,
+              help=f"Smoke run: {QUICK_LIMIT} photos, 1 repeat, {QUICK_PHONE_COUNT} phone photos.")
+@click.option("--repeats", type=click.IntRange(1, 100), default=None,
+              help=f"Repeats of every case (median reported). Default: {REPEATS}, 1 with --quick.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N photos only.")
+@click.option("--phone-count", type=click.IntRange(0), default=None,
+              help=f"Phone photos to make and classify; 0 skips them. Default: {PHONE_COUNT}.")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where phone photos are kept between runs. Default: "
+                   "~/.cache/scenetool-bench.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
+              show_default=True, help="Where to write the results as JSON.")
+def main(model_opt: str | None, photos_opt: str | None, quick: bool, repeats: int | None,
+         limit: int | None, phone_count: int | None, cache: Path | None, out: Path) -> None:
+    """Measure scenetool against its ceilings and print one table with the targets."""
+    try:
+        model_path = find_model(model_opt).resolve()
+        model = open_model(model_path)
+    except ModelError as exc:
+        raise click.UsageError(str(exc)) from None
+    plan = Plan(model_path, Path(photos_opt or photos.DEFAULT_PHOTOS),
+                repeats or (1 if quick else REPEATS), limit or (QUICK_LIMIT if quick else None),
+                phone_count if phone_count is not None else
+                (QUICK_PHONE_COUNT if quick else PHONE_COUNT),
+                cache or photos.default_cache(), out, quick)
+    started = report.machine()
+    with tempfile.TemporaryDirectory(prefix="scenetool-bench-") as tmp:
+        workdir = Path(tmp)
+        chosen = choose_photos(plan, workdir, explicit=photos_opt is not None)
+        if chosen.note:
+            log.print(f"[yellow]note: {chosen.note}[/]")
+        log.print(f"[dim]{len(chosen.files)} photos from {chosen.source}; model "
+                  f"{plan.model_path}; {plan.repeats} repeat(s)[/]")
+        case_list = build_cases(plan, model, chosen.files, workdir)
+        warm_up(plan.model_path)
+        run_rounds(case_list, plan.repeats)
+    by_name = {case.name: case for case in case_list}
+    by_name["memory_1x"] = cases.derived_memory_case(by_name["end_to_end"])
+    figs = report.figures(by_name)
+    checked = report.check_targets(figs)
+    report.write_json(plan.out, document(plan, chosen, model, by_name, figs, checked, started))
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    title = (f"scenetool bench: {len(chosen.files)} photos, {plan.repeats} repeat(s), "
+             f"{started['cores']} cores ({started['cpu']})")
+    console.print(report.table(figs, checked, title))
+    if chosen.note:
+        console.print(f"note: {chosen.note}", style="yellow", highlight=False)
+    console.print(report.failed_line(figs, checked), highlight=False,
+                  style="green" if not any(t["passed"] is False for t in checked) else "red")
+    console.print(f"written to {plan.out}", highlight=False)
+
+
+if __name__ == "__main__":
+    main()
