@@ -7,6 +7,8 @@ DATA ?= $(firstword $(wildcard data/intel/seg_train ../shared/data/intel/seg_tra
 RUN ?= scenenet
 # The shipped recipe: progressive resizing, 30 epochs (about 2 hours on 2 CPU cores).
 RECIPE ?= --arch scenenet --image-size 64:8,96:10,128:8,150:4 --patience 8
+# The shipped model's validation split, so a retrained model is scored on the same images.
+SPLIT ?= $(firstword $(wildcard exported/val_split.txt) runs/split-$(notdir $(DATA)).txt)
 
 .PHONY: install test lint train export baselines bench clean
 
@@ -26,19 +28,22 @@ lint: install
 
 # Resumes the run when it was stopped part-way (its state.json exists).
 train: install
-	$(PY) -m train fit $(RECIPE) --data $(DATA) --name $(RUN) \
+	$(PY) -m train fit $(RECIPE) --data $(DATA) --split $(SPLIT) --name $(RUN) \
 		$(if $(wildcard runs/$(RUN)/state.json),--resume,)
 
 # The study's two models, trained by the same pipeline for the model card's comparison.
 baselines: install
 	$(PY) -m train fit --arch seed-dense --data $(DATA) --name seed-dense --image-size 150 \
-		--epochs 3 --lr 1e-3 $(if $(wildcard runs/seed-dense/state.json),--resume,)
+		--epochs 3 --lr 1e-3 --split $(SPLIT) \
+		$(if $(wildcard runs/seed-dense/state.json),--resume,)
 	$(PY) -m train fit --arch seed-cnn --data $(DATA) --name seed-cnn --image-size 150 \
-		--epochs 3 --lr 1e-3 $(if $(wildcard runs/seed-cnn/state.json),--resume,)
+		--epochs 3 --lr 1e-3 --split $(SPLIT) \
+		$(if $(wildcard runs/seed-cnn/state.json),--resume,)
 
 export: install
 	$(PY) -m train export $(RUN) --out exported/scenes.onnx --card exported/MODEL.md \
 		--compare-runs seed-dense,seed-cnn
+	cp runs/$(RUN)/split.txt exported/val_split.txt
 
 bench: install
 	$(PY) -m bench

@@ -102,6 +102,7 @@ def _png_bomb(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("make, reason", [
     (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
     (lambda p: p.write_text("this is not a picture"), "not an image (unknown or corrupt format)"),
