@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
 import sys
 import time
 import warnings
@@ -31,7 +32,12 @@ class Fatal(click.ClickException):
 
 
 def stdout() -> Console:
-    return Console(file=sys.stdout)
+    # Piped or redirected output is read later, not on an 80-column terminal: do not fold
+    # paths to fit one.
+    console = Console(file=sys.stdout)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160
+    return console
 
 
 def stderr() -> Console:

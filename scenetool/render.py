@@ -126,10 +126,14 @@ def summary_tables(summary: Summary) -> list[Table]:
         low.add_column("path", overflow="fold")
         low.add_column("label")
         low.add_column("confidence", justify="right")
-        low.add_column("runners-up", overflow="fold")
+        runners_up = any(len(row.top_k) > 1 for row in summary.low)  # runs with --top-k > 1
+        if runners_up:
+            low.add_column("runners-up", overflow="fold")
         for row in summary.low:
-            low.add_row(shown_path(row.path), row.label or "", confidence_text(row.confidence),
-                        ", ".join(f"{lab} {p:.0%}" for lab, p in row.top_k[1:3]))
+            cells = [shown_path(row.path), row.label or "", confidence_text(row.confidence)]
+            if runners_up:
+                cells.append(", ".join(f"{lab} {p:.0%}" for lab, p in row.top_k[1:3]))
+            low.add_row(*cells)
         tables.append(low)
     if summary.failed_count:
         failed = Table(title=f"Failed: {summary.failed_count}" + (
