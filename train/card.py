@@ -115,6 +115,18 @@ def recipe_section(res: ExportResult) -> list[str]:
     return lines + [""]
 
 
+def _size_note(res: ExportResult) -> list[str]:
+    """Why the model runs at another size than it last trained at, when it does."""
+    trained = res.run.cfg.phases[-1][0]
+    if res.image_size == trained:
+        return []
+    return [(f"The net last trained at {trained} px, on random crops that show objects larger "
+             f"than whole images do; it is exported at {res.image_size} px because it scores "
+             "best on whole images a little above its training size (the FixRes effect). The "
+             "size was chosen on this validation split: `python -m train evaluate RUN "
+             "--checkpoint last --image-size N` gives the score at any N."), ""]
+
+
 def results_section(res: ExportResult, pngs: dict[str, Path], card_dir: Path) -> list[str]:
     rep, classes = res.report, res.run.classes
     rows = [[c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
@@ -129,6 +141,7 @@ def results_section(res: ExportResult, pngs: dict[str, Path], card_dir: Path) ->
         (f"Measured on the exported ONNX file through onnxruntime at {res.image_size} px, "
         f"on all {rep['n']} validation images: **accuracy {rep['accuracy']:.2%}**, "
         f"macro F1 {rep['macro_f1']:.3f}."), "",
+        *_size_note(res),
         *_table(["class", "precision", "recall", "F1", "support"], rows), "",
         "### Confusion matrix", "",
         "Rows: true class; columns: predicted class.", "",
