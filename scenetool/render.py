@@ -47,7 +47,7 @@ class ResultTable:
         self.console, self.top_k = console, top_k
         self.rows: list[Row] = []
         self.printed_header = False
-        self.label_width = max(max((len(x) for x in labels), default=5), len(UNKNOWN), 6)
+        self.label_width = max(max((len(x) for x in labels), default=5), len(UNKNOWN), 6) + 2
         self.conf_width = 10
         room = max(console.width - self.label_width - self.conf_width - 6, 40)
         self.path_width = max(room * 3 // 5, 20)
