@@ -81,15 +81,19 @@ def classify(model: SceneModel, items: Iterable[Item], settings: Settings = Sett
     buffer = np.empty((batch_size, height, width, 3), np.float32)
     pending: deque[tuple[Item, Future]] = deque()
     iterator = iter(items)
-    exhausted = False
+    limit = settings.max_in_flight()
     with ThreadPoolExecutor(settings.decode_threads(), thread_name_prefix="decode") as pool:
-        while True:
-            while not exhausted and len(pending) < settings.max_in_flight():
+
+        def refill() -> None:
+            """Keep up to `limit` images decoding or decoded, waiting for their batch."""
+            while len(pending) < limit:
                 item = next(iterator, None)
                 if item is None:
-                    exhausted = True
-                    break
+                    return
                 pending.append((item, pool.submit(_decode, model, item)))
+
+        while True:
+            refill()
             if not pending:
                 return
             batch: list[Result | None] = []
@@ -105,13 +109,7 @@ def classify(model: SceneModel, items: Iterable[Item], settings: Settings = Sett
                         buffer[len(rows)] += low
                     rows.append((len(batch), item))
                     batch.append(None)
-                # Keep the pool busy while this batch fills.
-                while not exhausted and len(pending) < settings.max_in_flight():
-                    nxt = next(iterator, None)
-                    if nxt is None:
-                        exhausted = True
-                        break
-                    pending.append((nxt, pool.submit(_decode, model, nxt)))
+                refill()  # keep the pool busy while this batch fills
             if rows:
                 probs = model.predict(buffer[: len(rows)])
                 for (slot, item), p in zip(rows, probs, strict=True):
