@@ -123,3 +123,30 @@ def test_no_tensorflow_is_imported(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "IMPORTED []" in out.stdout
+
+
+def _open_store_at(path: str, start: float) -> None:
+    from scenetool.store import Store
+
+    while time.time() < start:
+        pass
+    store = Store(path)
+    store.start_run("sha", "model", {})
+    store.close()
+
+
+def test_runs_creating_one_store_at_the_same_moment(tmp_path):
+    """Switching a new file to WAL is not covered by the busy timeout: the store retries."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for round_ in range(5):
+        path = str(tmp_path / f"{round_}.db")
+        start = time.time() + 0.3
+        procs = [context.Process(target=_open_store_at, args=(path, start)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        assert _count(Path(path), "SELECT COUNT(*) FROM runs") == 4
