@@ -203,8 +203,9 @@ def classify(paths: tuple[str, ...], recursive: bool, top_k: int, min_confidence
     except KeyboardInterrupt:
         if progress:
             progress.stop()
-        err.print(f"interrupted: {job.tally.total} results kept in run {job.run_id} "
-                  f"of {store.path}", style="yellow", highlight=False)
+        kept = store.count(job.run_id) if job.run_id else 0
+        err.print(f"interrupted: {kept} results kept in run {job.run_id} of {store.path}",
+                  style="yellow", highlight=False)
         sys.exit(130)
     finally:
         if progress:

@@ -228,6 +228,11 @@ class Store:
             self.db.execute("ROLLBACK")
             raise StoreError(f"cannot write to store {self.path}: {exc}") from None
 
+    def count(self, run_id: int) -> int:
+        """How many results the run has committed."""
+        return int(self.db.execute("SELECT COUNT(*) FROM results WHERE run = ?",
+                                   (run_id,)).fetchone()[0])
+
     def rows_by_id(self, result_ids: list[int]) -> list[Row]:
         """Stored results by their ids (in that order)."""
         by_id = {}

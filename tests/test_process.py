@@ -150,3 +150,24 @@ def test_runs_creating_one_store_at_the_same_moment(tmp_path):
             p.join(60)
         assert [p.exitcode for p in procs] == [0, 0, 0, 0]
         assert _count(Path(path), "SELECT COUNT(*) FROM runs") == 4
+
+
+def test_ctrl_c_keeps_what_was_done(tmp_path):
+    photos = tmp_path / "photos"
+    for i in range(300):
+        make_image(photos / f"{i:04d}.png", "green", size=(400, 300))
+    db = tmp_path / "int.db"
+    proc = scenetool("classify", str(photos), "--store", str(db), "--batch-size", "2",
+                     "--threads", "1", "-q")
+    deadline = time.time() + 60
+    while _count(db, "SELECT COUNT(*) FROM results") < 4 and time.time() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err
+    kept = _count(db, "SELECT COUNT(*) FROM results")
+    assert 0 < kept < 300
+    assert err.strip().splitlines()[-1] == f"interrupted: {kept} results kept in run 1 of {db}"
