@@ -157,8 +157,11 @@ def test_ctrl_c_keeps_what_was_done(tmp_path):
     for i in range(300):
         make_image(photos / f"{i:04d}.png", "green", size=(400, 300))
     db = tmp_path / "int.db"
+    # A shell that runs CI in the background leaves SIGINT ignored in its children, and
+    # Python keeps an ignored SIGINT ignored: give the child the default, as a terminal would.
     proc = scenetool("classify", str(photos), "--store", str(db), "--batch-size", "2",
-                     "--threads", "1", "-q")
+                     "--threads", "1", "-q",
+                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while _count(db, "SELECT COUNT(*) FROM results") < 4 and time.time() < deadline:
         if proc.poll() is not None:
