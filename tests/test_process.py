@@ -60,6 +60,15 @@ def _count(db: Path, sql: str) -> int:
         return 0
 
 
+def wait_for_results(proc: subprocess.Popen, db: Path, n: int) -> None:
+    """Until the run has committed n results (or ended, or a minute passed)."""
+    deadline = time.time() + 60
+    while _count(db, "SELECT COUNT(*) FROM results") < n and time.time() < deadline:
+        if proc.poll() is not None:
+            return
+        time.sleep(0.005)
+
+
 def test_sigkill_mid_run_then_rerun_loses_nothing(tmp_path):
     photos = tmp_path / "photos"
     n = 400
@@ -68,11 +77,7 @@ def test_sigkill_mid_run_then_rerun_loses_nothing(tmp_path):
     db = tmp_path / "kill.db"
     proc = scenetool("classify", str(photos), "--store", str(db), "--batch-size", "4",
                      "--threads", "1", "-q")
-    deadline = time.time() + 60
-    while _count(db, "SELECT COUNT(*) FROM results") < 8 and time.time() < deadline:
-        if proc.poll() is not None:
-            break
-        time.sleep(0.005)
+    wait_for_results(proc, db, 8)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
@@ -162,11 +167,7 @@ def test_ctrl_c_keeps_what_was_done(tmp_path):
     proc = scenetool("classify", str(photos), "--store", str(db), "--batch-size", "2",
                      "--threads", "1", "-q",
                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 60
-    while _count(db, "SELECT COUNT(*) FROM results") < 4 and time.time() < deadline:
-        if proc.poll() is not None:
-            break
-        time.sleep(0.005)
+    wait_for_results(proc, db, 4)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (proc.returncode, err)
