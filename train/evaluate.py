@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scenetool.evaluate import Scores
 from train import data as data_mod
 from train.fit import FitConfig, FitError, prepare
 
@@ -123,24 +124,18 @@ def confusion(true: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
 
 
 def report(true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, per-class precision/recall/F1/support, macro F1 and the confusion matrix."""
+    """Accuracy, per-class precision/recall/F1/support, macro F1 and the confusion matrix,
+    computed by the runtime's own scorer, so `train evaluate` and `scenetool evaluate` agree."""
     pred = np.argmax(probs, axis=1)
-    cm = confusion(true, pred, len(classes))
-    per_class = {}
-    for i, name in enumerate(classes):
-        tp, predicted, actual = cm[i, i], cm[:, i].sum(), cm[i].sum()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": float(precision), "recall": float(recall),
-                           "f1": float(f1), "support": int(actual)}
+    scores = Scores(list(classes), confusion(true, pred, len(classes)))
+    per_class = scores.per_class()
     return {
-        "accuracy": float(np.mean(pred == true)) if len(true) else 0.0,
+        "accuracy": scores.accuracy,
         "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
-        "n": len(true),
+        "n": scores.n,
         "classes": list(classes),
         "per_class": per_class,
-        "confusion": cm.tolist(),
+        "confusion": scores.confusion.tolist(),
     }
 
 
