@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -71,26 +72,40 @@ def score(labels: Sequence[str], pairs: Sequence[tuple[str, str]]) -> Scores:
     return Scores(list(labels), cm)
 
 
-def confusion_png(scores: Scores, out: str, title: str = "Confusion matrix") -> None:
-    """Draw the confusion matrix; needs matplotlib (the `train` extra)."""
+def draw_confusion(cm: np.ndarray, labels: Sequence[str], out: str | os.PathLike,
+                   title: str, dpi: int = 110) -> Path:
+    """Counts in every cell, coloured by the share of the true class (row-normalised).
+
+    Needs matplotlib (the `train` extra); the training package draws its matrices here too.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 6))
-    cm = scores.confusion
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(scores.labels)), scores.labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(scores.labels)), scores.labels)
+    cm = np.asarray(cm)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.85 * n, 1.0 + 0.75 * n))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=9,
+                    color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), labels, rotation=35, ha="right")
+    ax.set_yticks(range(n), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    top = cm.max() or 1
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > top / 2 else "black")
-    ax.set_title(f"{title} (accuracy {scores.accuracy:.1%}, n={scores.n})")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    ax.set_title(title)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+    return out
+
+
+def confusion_png(scores: Scores, out: str, title: str = "Confusion matrix") -> None:
+    """Draw the confusion matrix of `scores`, its accuracy in the title."""
+    draw_confusion(scores.confusion, scores.labels, out,
+                   f"{title} (accuracy {scores.accuracy:.1%}, n={scores.n})")

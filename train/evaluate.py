@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scenetool.evaluate import Scores
+from scenetool.evaluate import Scores, draw_confusion
 from train import data as data_mod
 from train.fit import FitConfig, FitError, prepare
 
@@ -147,12 +147,12 @@ def sample_positions(n: int, seed: int, k: int = SPOT_CHECK_IMAGES) -> np.ndarra
 def draw(rd: RunData, true: np.ndarray, probs: np.ndarray, result: dict, out_dir: Path,
          title: str) -> dict[str, Path]:
     """confusion.png and spotcheck.png in out_dir."""
-    from train.plots import confusion_png, spot_check_png
+    from train.plots import spot_check_png
 
     picks = sample_positions(len(true), rd.cfg.seed)
     images = rd.arrays.images[np.asarray(rd.split.val)[picks]]
     return {
-        "confusion": confusion_png(np.asarray(result["confusion"]), rd.classes,
+        "confusion": draw_confusion(np.asarray(result["confusion"]), rd.classes,
                                    out_dir / "confusion.png", f"Confusion: {title}"),
         "spotcheck": spot_check_png(images, true[picks], probs[picks], rd.classes,
                                     out_dir / "spotcheck.png", f"Spot check: {title}"),

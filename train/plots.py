@@ -97,26 +97,6 @@ def compare_curves(runs: Sequence[str | Path], out: str | Path,
     return _save(fig, out)
 
 
-def confusion_png(cm: np.ndarray, labels: Sequence[str], out: str | Path, title: str) -> Path:
-    """Counts in every cell; the colour is the share of the true class (row-normalised)."""
-    cm = np.asarray(cm)
-    rows = cm.sum(axis=1, keepdims=True)
-    share = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
-    n = len(labels)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.85 * n, 1.0 + 0.75 * n))
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=9,
-                    color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xticks(range(n), labels, rotation=35, ha="right")
-    ax.set_yticks(range(n), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    return _save(fig, out)
-
-
 def spot_check_png(images: np.ndarray, true: Sequence[int], probs: np.ndarray,
                    labels: Sequence[str], out: str | Path, title: str = "Spot check") -> Path:
     """Each image beside its probability bars: true class green, a wrong prediction red.
