@@ -22,10 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TypeVar
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from scenetool import __version__
-from scenetool.images import MAX_PIXELS, _to_rgb
+from scenetool.images import DecodeError, open_rgb
 from scenetool.pipeline import UNKNOWN
 from scenetool.store import Row, Run, Store
 
@@ -51,36 +51,17 @@ class Thumb:
 def make_thumbnail(path: str, side: int = THUMB) -> Thumb:
     """A JPEG thumbnail no larger than side x side, EXIF orientation applied.
 
-    A JPEG is decoded at a reduced scale (`Image.draft`, at least twice the thumbnail so
-    the final resampling still has detail), which is most of the speed. Any failure is a
-    Thumb with an error, never an exception: the file may have changed since it was
-    classified.
+    Decoded by the classifier's own `open_rgb`, a JPEG at a reduced scale (at least twice
+    the thumbnail, so the final resampling still has detail). Any failure is a Thumb with
+    the reason, never an exception: the file may have changed since it was classified.
     """
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > MAX_PIXELS:
-                return Thumb(error=f"image too large ({w}x{h} pixels)")
-            if im.format == "JPEG":
-                im.draft("RGB", (2 * side, 2 * side))
-            im.seek(0)
-            im.load()
-            im = ImageOps.exif_transpose(im) or im
-            im = _to_rgb(im)
-            im.thumbnail((side, side), Image.BILINEAR)
-            buffer = io.BytesIO()
-            im.save(buffer, "JPEG", quality=THUMB_QUALITY)
-    except FileNotFoundError:
-        return Thumb(error="no such file")
-    except PermissionError:
-        return Thumb(error="permission denied")
-    except UnidentifiedImageError:
-        return Thumb(error="not an image")
-    except Image.DecompressionBombError:
-        return Thumb(error="image too large")
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        text = str(exc).strip() or type(exc).__name__
-        return Thumb(error=("truncated image data" if "truncated" in text else text)[:120])
+        im = open_rgb(path, (2 * side, 2 * side))
+    except DecodeError as exc:
+        return Thumb(error=str(exc))
+    im.thumbnail((side, side), Image.BILINEAR)
+    buffer = io.BytesIO()
+    im.save(buffer, "JPEG", quality=THUMB_QUALITY)
     uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
     return Thumb(uri, im.width, im.height)
 

@@ -74,33 +74,30 @@ def _bomb(pixels: str, limit: int) -> str:
     return f"image too large ({pixels} pixels; over {limit:,}): possible decompression bomb"
 
 
-def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "bilinear",
-               channel_order: str = "RGB", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode `path` into a uint8 (height, width, 3) array of `size` = (height, width).
+def open_rgb(path: str | os.PathLike, at_least: tuple[int, int],
+             max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode `path` as an upright RGB image, or raise DecodeError with a one-line reason.
 
-    EXIF orientation is applied, the first frame of an animation is used, and a large JPEG
-    is decoded at a reduced scale (`Image.draft`, DCT scaling) no smaller than the target,
-    which costs a fraction of a full decode.
+    EXIF orientation is applied and the first frame of an animation is used. A large JPEG
+    is decoded at a reduced scale (`Image.draft`, DCT scaling) no smaller than `at_least`
+    (width, height), which costs a fraction of a full decode. The classifier and the
+    contact sheet's thumbnails both decode through here.
     """
-    height, width = size
     try:
         if os.path.getsize(path) == 0:
             raise DecodeError("empty file (0 bytes)")
-        with Image.open(path) as im:
-            w, h = im.size
+        with Image.open(path) as opened:
+            w, h = opened.size
             if w * h > max_pixels:
                 raise DecodeError(_bomb(f"{w}x{h}", max_pixels))
-            if im.format == "JPEG":
-                # Orientation may swap the axes, so ask for the target in both directions.
-                side = max(height, width)
-                im.draft("RGB", (side, side))
-            im.seek(0)
-            im.load()
-            im = ImageOps.exif_transpose(im) or im
-            im = _to_rgb(im)
-            if im.size != (width, height):
-                im = im.resize((width, height), _RESAMPLE[resize])
-            arr = np.asarray(im, dtype=np.uint8)
+            if opened.format == "JPEG":
+                opened.draft("RGB", at_least)
+            opened.seek(0)
+            opened.load()
+            im = _to_rgb(ImageOps.exif_transpose(opened) or opened)
+            # The opened image is closed on leaving this block; return one that outlives it
+            # (exif_transpose already copies, so this copy is never expected to run).
+            return im.copy() if im is opened else im
     except DecodeError:
         raise
     except FileNotFoundError:
@@ -124,6 +121,18 @@ def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "bi
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise DecodeError(f"corrupt image ({type(exc).__name__}{': ' if text else ''}"
                           f"{text})"[:200]) from None
+
+
+def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "bilinear",
+               channel_order: str = "RGB", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode `path` into a uint8 (height, width, 3) array of `size` = (height, width)."""
+    height, width = size
+    # Orientation may swap the axes, so ask the draft for the target in both directions.
+    side = max(height, width)
+    im = open_rgb(path, (side, side), max_pixels)
+    if im.size != (width, height):
+        im = im.resize((width, height), _RESAMPLE[resize])
+    arr = np.asarray(im, dtype=np.uint8)
     if channel_order == "BGR":
         arr = arr[..., ::-1]
     return arr

@@ -241,7 +241,7 @@ def test_a_file_gone_since_classify_gets_a_placeholder(photos, tmp_path):
     figures = {f.name: f for f in parse(target).figures}
     assert figures["r2.png"].src is None
     assert figures["r2.png"].placeholder == "cannot read: no such file"
-    assert figures["g1.png"].placeholder == "cannot read: not an image"
+    assert figures["g1.png"].placeholder == f"cannot read: {NOT_AN_IMAGE}"
     assert figures["r1.jpg"].src
     assert info.endswith("; 2 no longer readable)")
 
