@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from scenetool.pipeline import UNKNOWN
@@ -156,8 +156,8 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def _claim(temp: str, target: str) -> bool:
-    """Give `temp` the name `target` unless that name exists; False when it does.
+def _claim(temp: str, target: str) -> None:
+    """Give `temp` the name `target`; FileExistsError when that name exists.
 
     A hard link fails when the name is taken, so nothing is ever overwritten even with
     another sort writing to the same folder; where links are not supported, a rename
@@ -166,14 +166,13 @@ def _claim(temp: str, target: str) -> bool:
     try:
         os.link(temp, target)
     except FileExistsError:
-        return False
+        raise
     except OSError:
         if os.path.lexists(target):
-            return False
+            raise FileExistsError(target) from None
         os.rename(temp, target)
-        return True
+        return
     os.unlink(temp)
-    return True
 
 
 class Sorter:
@@ -275,31 +274,34 @@ class Sorter:
             os.unlink(source)
         return Placement(source, label, "already there" if already else "done", target)
 
-    def _link(self, source: str, folder: str, target: str, n: int) -> tuple[str, bool]:
+    def _make_at_free_name(self, make: Callable[[str], None], source: str, folder: str,
+                           target: str, n: int) -> tuple[str, bool]:
+        """`make(target)`; when the name was taken since we looked (FileExistsError), the
+        next free name, or (name, True) where one already holds `source`."""
         while True:
             try:
-                os.symlink(os.path.abspath(source), target)
+                make(target)
                 return target, False
-            except FileExistsError:  # taken since we looked
+            except FileExistsError:
                 target, already, n = self._free_name(source, folder, n + 1)
                 if already:
                     return target, True
+
+    def _link(self, source: str, folder: str, target: str, n: int) -> tuple[str, bool]:
+        absolute = os.path.abspath(source)
+        return self._make_at_free_name(lambda t: os.symlink(absolute, t), source, folder,
+                                       target, n)
 
     def _hard_link(self, source: str, folder: str, target: str,
                    n: int) -> tuple[str, bool] | None:
         """A move within one filesystem: a hard link (which never replaces an existing
         name), the source is unlinked afterwards. None when the link cannot be made
         (another filesystem, or one without hard links)."""
-        while True:
-            try:
-                os.link(source, target)
-                return target, False
-            except FileExistsError:
-                target, already, n = self._free_name(source, folder, n + 1)
-                if already:
-                    return target, True
-            except OSError:
-                return None
+        try:
+            return self._make_at_free_name(lambda t: os.link(source, t), source, folder,
+                                           target, n)
+        except OSError:
+            return None
 
     def _copy(self, source: str, folder: str, target: str, n: int) -> tuple[str, bool]:
         """Copy to a temporary name in `folder`, check the size, sync, then claim `target`
@@ -314,12 +316,11 @@ class Sorter:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            while not _claim(temp, target):
-                target, already, n = self._free_name(source, folder, n + 1)
-                if already:
-                    return target, True
-            _fsync_dir(folder)
-            return target, False
+            target, already = self._make_at_free_name(lambda t: _claim(temp, t), source,
+                                                      folder, target, n)
+            if not already:
+                _fsync_dir(folder)
+            return target, already
         finally:
             if os.path.lexists(temp):
                 os.unlink(temp)
