@@ -12,7 +12,7 @@ SPLIT ?= $(firstword $(wildcard exported/val_split.txt) runs/split-$(notdir $(DA
 
 .PHONY: install test lint train export baselines bench clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[train,test]'

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.measure import BenchError, child_env, python_module, run_command
-from scenetool.images import DecodeError, load_image
+from scenetool.errors import DecodeError
+from scenetool.inputs.decode import load_image
 from scenetool.metadata import ModelMeta
 from scenetool.model import SceneModel
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 from bench.measure import REPO_ROOT
-from scenetool.walk import walk
+from scenetool.inputs.walk import walk
 
 DEFAULT_PHOTOS = REPO_ROOT.parent / "shared" / "data" / "intel" / "seg_pred"
 GENERATED_COUNT = 300

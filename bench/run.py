@@ -1,6 +1,6 @@
 """`make bench`: scenetool against its own ceilings, in one table and bench/results.json.
 
-Run it as `python -m bench` (or `python bench/run.py`) from the repository root. The cases
+Run it as `python -m bench` (or `make bench`) from the repository root. The cases
 run in rounds, each case once per round, so that all of them sample the same stretch of
 time and their ratios hold when the machine's load drifts; medians are reported. It exits
 0 whatever the figures (it is a report) and 2 when it cannot run at all.
@@ -9,24 +9,20 @@ time and their ratios hold when the machine's load drifts; medians are reported.
 from __future__ import annotations
 
 import sys
+import tempfile
+from dataclasses import dataclass
+from itertools import count
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: python bench/run.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import click
+import numpy as np
+from rich.console import Console
 
-import tempfile  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from itertools import count  # noqa: E402
-
-import click  # noqa: E402
-import numpy as np  # noqa: E402
-from rich.console import Console  # noqa: E402
-
-from bench import cases, photos, report  # noqa: E402
-from bench.cases import Case  # noqa: E402
-from bench.measure import REPO_ROOT, BenchError, child_env, python_module, run_command  # noqa: E402
-from scenetool.model import ModelError, SceneModel, find_model, open_model  # noqa: E402
-from scenetool.pipeline import Settings  # noqa: E402
+from bench import cases, photos, report
+from bench.cases import Case
+from bench.measure import REPO_ROOT, BenchError, child_env, python_module, run_command
+from scenetool.engines.common import Settings
+from scenetool.model import ModelError, SceneModel, find_model, open_model
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results.json"
 PHONE_COUNT = 40

@@ -9,11 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scenetool.walk import Item, WalkStats, walk
-
-
-class LayoutError(Exception):
-    """The folder does not have one subfolder per label."""
+from scenetool.errors import LayoutError
+from scenetool.inputs.walk import Item, WalkStats, walk
 
 
 def labelled_items(root: str, labels: Sequence[str],
@@ -76,7 +73,7 @@ def draw_confusion(cm: np.ndarray, labels: Sequence[str], out: str | os.PathLike
                    title: str, dpi: int = 110) -> Path:
     """Counts in every cell, coloured by the share of the true class (row-normalised).
 
-    Needs matplotlib (the `train` extra); the training package draws its matrices here too.
+    Needs matplotlib (the `plot` extra); the training package draws its matrices here too.
     """
     import matplotlib
 

@@ -1,16 +1,21 @@
-"""A classify run: walk, skip what the store already has, classify the rest, record it all."""
+"""A classify run, whatever engine classifies: walk, take what the store already has,
+hand the rest to the engine, commit each batch, tally, yield rows.
+
+An engine (see `scenetool.engines`) only maps walked items to results; everything that
+touches the store happens here, so every engine gets the same reuse, commits and tally.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from scenetool.engines.common import Engine, Result, Settings
+from scenetool.inputs.walk import Item, WalkStats, walk
 from scenetool.model import SceneModel
-from scenetool.pipeline import Result, Settings, classify
 from scenetool.store import Row, Store
-from scenetool.walk import Item, WalkStats, walk
 
 
 @dataclass
@@ -27,6 +32,44 @@ class Tally:
     def total(self) -> int:
         return self.classified + self.reused + self.failed
 
+    def count(self, row: Row) -> Row:
+        if row.error:
+            self.failed += 1
+        else:
+            if row.reused:
+                self.reused += 1
+            else:
+                self.classified += 1
+            self.labels[row.label] += 1
+        return row
+
+
+class Reuse:
+    """Earlier results copied into this run, a batch per transaction, then read back as
+    rows of this run."""
+
+    def __init__(self, store: Store, run_id: int, batch_size: int):
+        self.store, self.run_id, self.batch_size = store, run_id, batch_size
+        self.waiting: list[int] = []  # result ids not yet copied
+        self.ready: list[Row] = []  # copied, not yet yielded
+
+    def add(self, result_id: int) -> None:
+        self.waiting.append(result_id)
+        if len(self.waiting) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.waiting:
+            return
+        self.store.reuse(self.run_id, self.waiting)
+        self.ready += [dataclasses.replace(row, run_id=self.run_id, reused=True)
+                       for row in self.store.rows_by_id(self.waiting)]
+        self.waiting = []
+
+    def take(self) -> list[Row]:
+        rows, self.ready = self.ready, []
+        return rows
+
 
 class ClassifyJob:
     """Iterate over a job to run it; every result is committed to the store before it is
@@ -38,64 +81,55 @@ class ClassifyJob:
 
     def __init__(self, model: SceneModel, store: Store, paths: Sequence[str],
                  settings: Settings = Settings(), recursive: bool = True, force: bool = False,
-                 arguments: dict | None = None):
+                 arguments: dict | None = None, engine: Engine | None = None):
         self.model, self.store, self.paths = model, store, list(paths)
         self.settings, self.recursive, self.force = settings, recursive, force
         self.arguments = arguments or {}
+        if engine is None:
+            from scenetool.engines.local import LocalEngine
+
+            engine = LocalEngine(model, settings)
+        self.engine = engine
         self.tally = Tally()
         self.run_id: int | None = None
 
-    def _row(self, result: Result) -> Row:
-        item = result.item
-        return Row(self.run_id or 0, item.path, item.size, item.mtime, result.label,
-                   result.confidence, list(result.top_k), result.error, self.model.sha256)
+    def __iter__(self) -> Iterator[Row]:
+        self.run_id = self.store.start_run(self.model.sha256, str(self.model.path),
+                                           self.arguments)
+        reuse = Reuse(self.store, self.run_id, self.settings.batch_size)
+        for batch in self.engine.batches(self._to_classify(reuse)):
+            self._commit(batch)
+            yield from self._counted(reuse.take())
+            yield from self._counted(self._row(result) for result in batch)
+        reuse.flush()
+        yield from self._counted(reuse.take())
+        self.store.finish_run(self.run_id)
+
+    def _to_classify(self, reuse: Reuse) -> Iterator[Item]:
+        """The walked items the store cannot answer; the others go to `reuse`."""
+        for item in walk(self.paths, self.recursive, self.tally.walk):
+            done = self._stored(item)
+            if done is None:
+                yield item
+            else:
+                reuse.add(done)
+
+    def _stored(self, item: Item) -> int | None:
+        """The id of a stored result this run may reuse for `item`, if any."""
+        if self.force or item.error is not None:
+            return None
+        return self.store.find_done(self.model.sha256, item.path, item.size, item.mtime)
 
     def _commit(self, results: list[Result]) -> None:
         self.store.add_results(self.run_id or 0, [
             (r.item.path, r.item.size, r.item.mtime, r.label, r.confidence,
              [list(t) for t in r.top_k] or None, r.error) for r in results])
 
-    def __iter__(self) -> Iterator[Row]:
-        self.run_id = self.store.start_run(self.model.sha256, str(self.model.path),
-                                           self.arguments)
-        reused_ids: list[int] = []
-        ready: deque[Row] = deque()
+    def _row(self, result: Result) -> Row:
+        item = result.item
+        return Row(self.run_id or 0, item.path, item.size, item.mtime, result.label,
+                   result.confidence, list(result.top_k), result.error, self.model.sha256)
 
-        def flush_reused() -> None:
-            if reused_ids:
-                self.store.reuse(self.run_id or 0, reused_ids)
-                for row in self.store.rows_by_id(reused_ids):
-                    ready.append(dataclasses.replace(row, run_id=self.run_id, reused=True))
-                reused_ids.clear()
-
-        def fresh_items() -> Iterator[Item]:
-            for item in walk(self.paths, self.recursive, self.tally.walk):
-                if not self.force and item.error is None:
-                    done = self.store.find_done(self.model.sha256, item.path, item.size,
-                                                item.mtime)
-                    if done is not None:
-                        reused_ids.append(done)
-                        if len(reused_ids) >= self.settings.batch_size:
-                            flush_reused()
-                        continue
-                yield item
-
-        for result in classify(self.model, fresh_items(), self.settings, on_batch=self._commit):
-            while ready:
-                yield self._count(ready.popleft())
-            yield self._count(self._row(result))
-        flush_reused()
-        while ready:
-            yield self._count(ready.popleft())
-        self.store.finish_run(self.run_id)
-
-    def _count(self, row: Row) -> Row:
-        if row.error:
-            self.tally.failed += 1
-        else:
-            if row.reused:
-                self.tally.reused += 1
-            else:
-                self.tally.classified += 1
-            self.tally.labels[row.label] += 1
-        return row
+    def _counted(self, rows: Iterable[Row]) -> Iterator[Row]:
+        for row in rows:
+            yield self.tally.count(row)

@@ -14,12 +14,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from scenetool.errors import MetadataError
+
 REQUIRED = ("labels", "image_size", "channel_order", "value_range", "resize", "layout")
 RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
-
-
-class MetadataError(ValueError):
-    """The model's metadata is missing a key or holds a value the runtime cannot use."""
 
 
 @dataclass(frozen=True)

@@ -9,32 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from scenetool.metadata import MetadataError, ModelMeta
+from scenetool.constants import MODEL_ENV, MODEL_FILE
+from scenetool.errors import MetadataError, ModelError
+from scenetool.metadata import ModelMeta
 
-MODEL_ENV = "SCENETOOL_MODEL"
-MODEL_FILE = "scenes.onnx"
 # Providers in order of preference; only those this onnxruntime build has are used.
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider")
 
 
-class ModelError(Exception):
-    """The model file is missing, unreadable, or not a scenetool model."""
+def shipped_model() -> Path:
+    """The model shipped inside the package (scenetool/models/), wherever it is installed."""
+    from importlib.resources import files
 
-
-def shipped_model_candidates() -> list[Path]:
-    """Where the shipped model lives: the source tree (editable installs) or the install prefix."""
-    here = Path(__file__).resolve().parent
-    return [
-        here.parent / "exported" / MODEL_FILE,  # checkout / editable install
-        Path(sys.prefix) / "share" / "scenetool" / MODEL_FILE,  # pip install . (data_files)
-    ]
+    return Path(str(files("scenetool") / "models" / MODEL_FILE))
 
 
 def find_model(explicit: str | os.PathLike | None = None) -> Path:
@@ -44,9 +37,9 @@ def find_model(explicit: str | os.PathLike | None = None) -> Path:
     env = os.environ.get(MODEL_ENV)
     if env:
         return Path(env)
-    for candidate in shipped_model_candidates():
-        if candidate.is_file():
-            return candidate
+    shipped = shipped_model()
+    if shipped.is_file():
+        return shipped
     raise ModelError(
         f"no model found: the shipped {MODEL_FILE} is not installed; "
         f"pass --model FILE or set {MODEL_ENV}")

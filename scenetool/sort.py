@@ -12,19 +12,16 @@ from __future__ import annotations
 import enum
 import os
 import shutil
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from scenetool.pipeline import UNKNOWN
+from scenetool.constants import UNKNOWN
+from scenetool.errors import SortError
+from scenetool.fsutil import fsync_dir, fsync_file, temp_beside
 from scenetool.store import Row
 
 CHUNK = 1 << 20
-
-
-class SortError(Exception):
-    """A sort that cannot start: DEST is SRC, or DEST is a file."""
 
 
 class Action(enum.Enum):
@@ -44,7 +41,6 @@ class Placement:
     source: str
     label: str
     outcome: str
-    target: str | None = None
     reason: str | None = None
 
 
@@ -143,19 +139,6 @@ def numbered(name: str, n: int) -> str:
     return name if n == 0 else f"{stem}-{n}{ext}"
 
 
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _claim(temp: str, target: str) -> None:
     """Give `temp` the name `target`; FileExistsError when that name exists.
 
@@ -184,7 +167,6 @@ class Sorter:
         self.real_dest = os.path.realpath(dest)
         self.action, self.min_confidence, self.dry_run = action, min_confidence, dry_run
         self.tally = SortTally()
-        self._planned: set[str] = set()  # names a dry run has given out
 
     def label_of(self, row: Row) -> str:
         """The top label, or 'unknown' below --min-confidence.
@@ -244,19 +226,16 @@ class Sorter:
         n = start
         while True:
             target = os.path.join(folder, numbered(name, n))
-            if target not in self._planned:
-                if not os.path.lexists(target):
-                    return target, False, n
-                if self._identical(source, target):
-                    return target, True, n
+            if not os.path.lexists(target):
+                return target, False, n
+            if self._identical(source, target):
+                return target, True, n
             n += 1
 
     def _place(self, source: str, label: str) -> Placement:
         folder = os.path.join(self.dest, folder_name(label))
         target, already, n = self._free_name(source, folder)
-        if not already and self.dry_run:
-            self._planned.add(target)
-        elif not already:
+        if not already and not self.dry_run:
             os.makedirs(folder, exist_ok=True)
             if self.action is Action.LINK:
                 target, already = self._link(source, folder, target, n)
@@ -272,7 +251,7 @@ class Sorter:
             # Done, or an identical copy was there already (say, from a move interrupted
             # after its copy): either way the photo is safe in DEST.
             os.unlink(source)
-        return Placement(source, label, "already there" if already else "done", target)
+        return Placement(source, label, "already there" if already else "done")
 
     def _make_at_free_name(self, make: Callable[[str], None], source: str, folder: str,
                            target: str, n: int) -> tuple[str, bool]:
@@ -306,20 +285,16 @@ class Sorter:
     def _copy(self, source: str, folder: str, target: str, n: int) -> tuple[str, bool]:
         """Copy to a temporary name in `folder`, check the size, sync, then claim `target`
         (or the next free name)."""
-        temp = os.path.join(folder, f".{os.path.basename(source)}.{uuid.uuid4().hex[:8]}.part")
+        temp = str(temp_beside(os.path.join(folder, os.path.basename(source))))
         try:
             shutil.copy2(source, temp)
             if os.path.getsize(temp) != os.path.getsize(source):
                 raise OSError(f"copy has the wrong size: {temp}")
-            fd = os.open(temp, os.O_RDONLY)  # copy2 copied the mode: it may be read-only
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(temp)
             target, already = self._make_at_free_name(lambda t: _claim(temp, t), source,
                                                       folder, target, n)
             if not already:
-                _fsync_dir(folder)
+                fsync_dir(folder)
             return target, already
         finally:
             if os.path.lexists(temp):

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import click
 
-STORE_ENV = "SCENETOOL_STORE"
+from scenetool.constants import STORE_ENV
+from scenetool.errors import StoreError
+
 BUSY_TIMEOUT_MS = 30_000
 
 MIGRATIONS: list[str] = [
@@ -49,10 +51,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class StoreError(Exception):
-    """The store cannot be opened, created or written."""
 
 
 def default_store_path() -> Path:
@@ -172,11 +170,6 @@ class Store:
 
     def finish_run(self, run_id: int) -> None:
         self._write("UPDATE runs SET finished = ? WHERE id = ?", (now(), run_id))
-
-    def runs(self) -> list[Run]:
-        rows = self.db.execute("SELECT id, started, finished, model_sha256, model_path, arguments"
-                               " FROM runs ORDER BY id").fetchall()
-        return [Run(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
 
     def run(self, run_id: int | None = None) -> Run | None:
         """The run `run_id`, or the latest one."""

@@ -15,8 +15,8 @@ from conftest import build_tiny_model, chmod_works, make_image
 
 from scenetool import __version__
 from scenetool.cli import cli
-from scenetool.exports import COLUMNS
 from scenetool.metadata import ModelMeta
+from scenetool.outputs.exports import COLUMNS
 
 
 def invoke(*args: str, **kwargs):

@@ -18,7 +18,7 @@ from conftest import make_image
 from PIL import Image
 
 from scenetool.cli import cli
-from scenetool.html import CSP, make_thumbnail, ordered_map
+from scenetool.outputs.html import CSP, make_thumbnail, ordered_map
 
 NOT_AN_IMAGE = "not an image (unknown or corrupt format)"
 ODD_NAME = 'odd <b>&amp; "quoted".jpg'

@@ -12,7 +12,8 @@ import pytest
 from conftest import COLOURS, make_image
 from PIL import Image
 
-from scenetool.images import DecodeError, is_candidate, load_image
+from scenetool.errors import DecodeError
+from scenetool.inputs.decode import is_candidate, load_image
 
 
 @pytest.mark.parametrize("name", ["a.jpg", "a.JPEG", "a.png", "a.webp", "a.bmp", "a.gif",

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 from conftest import make_image
 
-import scenetool.pipeline as pipeline
+import scenetool.engines.common as common
+from scenetool.engines.common import Settings
+from scenetool.engines.local import classify
+from scenetool.inputs.walk import walk
 from scenetool.job import ClassifyJob
 from scenetool.model import open_model
-from scenetool.pipeline import Settings, classify
 from scenetool.store import Store
-from scenetool.walk import walk
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,15 +59,15 @@ def test_decoded_images_in_flight_stay_bounded(tmp_path, monkeypatch):
     n = 300
     folder = photo_folder(tmp_path / "photos", n)
     arrays = LiveArrays()
-    original = pipeline._decode
+    original = common.decode
 
-    def counting_decode(model, item):
-        decoded = original(model, item)
+    def counting_decode(meta, item):
+        decoded = original(meta, item)
         if isinstance(decoded, np.ndarray):
             arrays.track(decoded)
         return decoded
 
-    monkeypatch.setattr(pipeline, "_decode", counting_decode)
+    monkeypatch.setattr(common, "decode", counting_decode)
     settings = Settings(batch_size=8, threads=2)
     seen = 0
     for _ in classify(open_model(), walk([str(folder)]), settings):

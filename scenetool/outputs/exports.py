@@ -12,6 +12,7 @@ import json
 import sys
 from typing import IO
 
+from scenetool.paths import as_text
 from scenetool.store import Row
 
 COLUMNS = ("path", "label", "confidence", "top_k", "error", "run_id", "model_sha256")
@@ -19,7 +20,7 @@ COLUMNS = ("path", "label", "confidence", "top_k", "error", "run_id", "model_sha
 
 def _record(row: Row) -> dict:
     return {
-        "path": row.path,
+        "path": as_text(row.path),
         "label": row.label if row.error is None else None,
         "confidence": round(row.confidence, 6) if row.confidence is not None else None,
         "top_k": [{"label": lab, "confidence": round(p, 6)} for lab, p in row.top_k],
@@ -39,7 +40,6 @@ class Exporter:
         self._own = target != "-"
         self.stream: IO[str] = (open(target, "w", newline="", encoding="utf-8")  # noqa: SIM115
                                 if self._own else sys.stdout)
-        self.count = 0
         if fmt == "csv":
             self._csv = csv.writer(self.stream, lineterminator="\n")
             self._csv.writerow(COLUMNS)
@@ -51,16 +51,9 @@ class Exporter:
             self._csv.writerow(["" if record[c] is None else record[c] for c in COLUMNS])
         else:
             self.stream.write(json.dumps(record) + "\n")
-        self.count += 1
 
     def close(self) -> None:
         if self._own:
             self.stream.close()
         else:
             self.stream.flush()
-
-    def __enter__(self) -> Exporter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -1,4 +1,4 @@
-"""Finding and decoding images: what counts as one, and turning a file into model input.
+"""Recognising and decoding images: what counts as one, and turning a file into model input.
 
 Every failure becomes a `DecodeError` with a short reason meant for people ("truncated
 image data", "not an image"), never a traceback.
@@ -12,6 +12,8 @@ import re
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from scenetool.errors import DecodeError
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff"})
 # Pillow's own warning threshold (about 89 megapixels); above it we refuse the file rather
@@ -21,10 +23,6 @@ _RESAMPLE = {
     "nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
     "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING,
 }
-
-
-class DecodeError(Exception):
-    """A file that could not be turned into an image; str() is a one-line reason."""
 
 
 def sniff(head: bytes) -> bool:

@@ -6,15 +6,15 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from scenetool.images import IMAGE_EXTENSIONS, is_candidate
+from scenetool.inputs.decode import IMAGE_EXTENSIONS, is_candidate
+from scenetool.paths import shown, store_key
 
 
 @dataclass(frozen=True)
 class Item:
-    """One candidate image: its absolute path, the path as shown, and its stat (or an error)."""
+    """One candidate image: its key in the store, and its stat (or an error)."""
 
-    path: str  # absolute, symlinks not resolved: the key in the store
-    shown: str  # as the user would write it
+    path: str  # absolute, symlinks not resolved (paths.store_key)
     size: int | None = None
     mtime: float | None = None
     error: str | None = None  # known before decoding: a missing argument, a dangling link
@@ -28,18 +28,18 @@ class WalkStats:
     errors: list[str] = field(default_factory=list)
 
 
-def _item(path: str, shown: str) -> Item:
+def _item(path: str) -> Item:
     try:
         st = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
-            return Item(path, shown, error="broken symbolic link")
-        return Item(path, shown, error="no such file or directory")
+            return Item(path, error="broken symbolic link")
+        return Item(path, error="no such file or directory")
     except PermissionError:
-        return Item(path, shown, error="permission denied")
+        return Item(path, error="permission denied")
     except OSError as exc:
-        return Item(path, shown, error=exc.strerror or str(exc))
-    return Item(path, shown, st.st_size, st.st_mtime)
+        return Item(path, error=exc.strerror or str(exc))
+    return Item(path, st.st_size, st.st_mtime)
 
 
 def walk(paths: Iterable[str], recursive: bool = True,
@@ -54,25 +54,25 @@ def walk(paths: Iterable[str], recursive: bool = True,
     stats = stats if stats is not None else WalkStats()
     seen_dirs: set[tuple[int, int]] = set()
     for arg in paths:
-        absolute = os.path.abspath(arg)
+        absolute = store_key(arg)
         if os.path.isdir(absolute):
-            yield from _walk_dir(absolute, arg, recursive, seen_dirs, stats)
+            yield from _walk_dir(absolute, recursive, seen_dirs, stats)
         elif os.path.isfile(absolute):
             if is_candidate(absolute):
                 stats.candidates += 1
-                yield _item(absolute, arg)
+                yield _item(absolute)
             else:
                 stats.skipped += 1
         else:
             stats.candidates += 1
-            yield _item(absolute, arg)
+            yield _item(absolute)
 
 
-def _walk_dir(root: str, shown_root: str, recursive: bool, seen: set[tuple[int, int]],
+def _walk_dir(root: str, recursive: bool, seen: set[tuple[int, int]],
               stats: WalkStats) -> Iterator[Item]:
-    stack = [(root, shown_root)]
+    stack = [root]
     while stack:
-        folder, shown = stack.pop()
+        folder = stack.pop()
         try:
             st = os.stat(folder)
         except OSError:
@@ -86,11 +86,10 @@ def _walk_dir(root: str, shown_root: str, recursive: bool, seen: set[tuple[int, 
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            stats.errors.append(f"{shown}: {exc.strerror or exc}")
+            stats.errors.append(f"{shown(folder)}: {exc.strerror or exc}")
             continue
         subdirs = []
         for entry in entries:
-            shown_path = os.path.join(shown, entry.name)
             try:
                 is_dir = entry.is_dir()  # follows symlinks
                 is_file = not is_dir and entry.is_file()
@@ -98,17 +97,17 @@ def _walk_dir(root: str, shown_root: str, recursive: bool, seen: set[tuple[int, 
                 is_dir = is_file = False
             if is_dir:
                 if recursive:
-                    subdirs.append((entry.path, shown_path))
+                    subdirs.append(entry.path)
             elif is_file:
                 if is_candidate(entry.path):
                     stats.candidates += 1
-                    yield _item(entry.path, shown_path)
+                    yield _item(entry.path)
                 else:
                     stats.skipped += 1
             elif entry.is_symlink():  # dangling: report it if it is named like an image
                 if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
                     stats.candidates += 1
-                    yield Item(entry.path, shown_path, error="broken symbolic link")
+                    yield Item(entry.path, error="broken symbolic link")
                 else:
                     stats.skipped += 1
         stack.extend(reversed(subdirs))

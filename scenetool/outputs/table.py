@@ -6,7 +6,6 @@ reads as one table while memory stays flat however many rows there are.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from rich import box
@@ -14,20 +13,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from scenetool.constants import UNKNOWN
 from scenetool.evaluate import Scores
 from scenetool.job import Tally
-from scenetool.pipeline import UNKNOWN
-from scenetool.report import Summary
+from scenetool.outputs.report import Summary
+from scenetool.paths import shown
 from scenetool.store import Row, Run
-
-
-def shown_path(path: str) -> str:
-    """A path relative to the working directory when it lies below it, else absolute."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
 
 
 def confidence_text(value: float | None) -> str:
@@ -74,7 +65,7 @@ class ResultTable:
             else:
                 label = Text(row.label or "", style="yellow" if row.label == UNKNOWN else "")
                 details = Text(", ".join(f"{lab} {p:.1%}" for lab, p in row.top_k[1:]))
-            table.add_row(shown_path(row.path), label, confidence_text(row.confidence), details)
+            table.add_row(shown(row.path), label, confidence_text(row.confidence), details)
         self.console.print(table)
         self.printed_header = True
         self.rows.clear()
@@ -130,7 +121,7 @@ def summary_tables(summary: Summary) -> list[Table]:
         if runners_up:
             low.add_column("runners-up", overflow="fold")
         for row in summary.low:
-            cells = [shown_path(row.path), row.label or "", confidence_text(row.confidence)]
+            cells = [shown(row.path), row.label or "", confidence_text(row.confidence)]
             if runners_up:
                 cells.append(", ".join(f"{lab} {p:.0%}" for lab, p in row.top_k[1:3]))
             low.add_row(*cells)
@@ -142,7 +133,7 @@ def summary_tables(summary: Summary) -> list[Table]:
         failed.add_column("path", overflow="fold")
         failed.add_column("reason", style="red", overflow="fold")
         for row in summary.failed:
-            failed.add_row(shown_path(row.path), row.error or "")
+            failed.add_row(shown(row.path), row.error or "")
         tables.append(failed)
     return tables
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from scenetool.store import Row
@@ -45,10 +44,3 @@ class Summary:
             self.low_count += 1
             if len(self.low) < self.keep:
                 self.low.append(row)
-
-    @classmethod
-    def of(cls, rows: Iterable[Row], low_threshold: float = 0.5, keep: int = 20) -> Summary:
-        summary = cls(low_threshold, keep)
-        for row in rows:
-            summary.add(row)
-        return summary

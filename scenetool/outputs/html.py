@@ -24,9 +24,11 @@ from typing import IO, TypeVar
 
 from PIL import Image
 
-from scenetool import __version__
-from scenetool.images import DecodeError, open_rgb
-from scenetool.pipeline import UNKNOWN
+from scenetool import __version__, paths
+from scenetool.constants import UNKNOWN
+from scenetool.errors import DecodeError
+from scenetool.fsutil import atomic_write
+from scenetool.inputs.decode import open_rgb
 from scenetool.store import Row, Run, Store
 
 THUMB = 128  # the longest side of a thumbnail, in pixels
@@ -294,7 +296,7 @@ def _header(out: IO[str], sheet: Sheet, run: Run | None) -> None:
 
 
 def _figure(out: IO[str], row: Row, index: int, thumb: Thumb, low: bool) -> None:
-    name = os.path.basename(row.path)
+    name = paths.basename(row.path)
     label = row.label or UNKNOWN
     confidence = row.confidence or 0.0
     if thumb.uri:
@@ -302,7 +304,7 @@ def _figure(out: IO[str], row: Row, index: int, thumb: Thumb, low: bool) -> None
                    f" alt=\"{esc(name)}\" decoding=\"async\">")
     else:
         picture = f"<div class=\"ph\">cannot read: {esc(thumb.error)}</div>"
-    caption = (f"<span class=\"name\" title=\"{esc(row.path)}\">{esc(name)}</span>"
+    caption = (f"<span class=\"name\" title=\"{esc(paths.as_text(row.path))}\">{esc(name)}</span>"
                + (f"<span class=\"lab\">{esc(label)}</span>" if low else "")
                + f"<span class=\"conf\">{confidence:.1%}</span>")
     classes = " ".join(c for c in ("low" if low else "", "missing" if not thumb.uri else "") if c)
@@ -316,8 +318,8 @@ def _failed(out: IO[str], failed: list[Row]) -> None:
     out.write(f"<section id=\"failed\"><h2>Failed <span class=\"count\">{len(failed):,}</span>"
               "</h2>\n<table><tr><th>file</th><th>reason</th></tr>\n")
     for row in failed:
-        out.write(f"<tr><td class=\"file\" title=\"{esc(row.path)}\">"
-                  f"{esc(os.path.basename(row.path))}</td>"
+        out.write(f"<tr><td class=\"file\" title=\"{esc(paths.as_text(row.path))}\">"
+                  f"{esc(paths.basename(row.path))}</td>"
                   f"<td class=\"reason\">{esc(row.error)}</td></tr>\n")
     out.write("</table></section>\n")
 
@@ -339,50 +341,44 @@ def write_contact_sheet(store: Store, run: Run | None, target: str | os.PathLike
     sections = sheet.sections()
     threads = threads or min(os.cpu_count() or 2, 8)
     target = Path(target)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
     unreadable = 0
-    try:
-        paths = (row.path for section in sections for row in section.shown)
-        with open(partial, "w", encoding="utf-8", newline="\n") as out, \
-                closing(ordered_map(make_thumbnail, paths, threads, 4 * threads)) as thumbs:
-            _header(out, sheet, run)
-            for section in sections:
-                is_low = section.label is None
-                if is_low:
-                    out.write("<section id=\"low\">")
-                else:
-                    out.write(f"<section class=\"class\" id=\"{section.key}\""
-                              f" data-label=\"{esc(section.label)}\">")
-                out.write(f"<h2>{esc(section.title)} <span class=\"count\">{section.count:,}"
-                          "</span></h2>\n")
-                low_here = 0 if is_low else sheet.low_by_label.get(section.title, 0)
-                if low_here:
-                    out.write(f"<p class=\"note\">{low_here:,} of them below "
-                              f"{low_threshold:.0%} confidence, also shown under "
-                              "<a href=\"#low\">Low confidence</a></p>\n")
-                out.write("<div class=\"grid\">\n")
-                for index, row in enumerate(section.shown):
-                    thumb = next(thumbs)
-                    unreadable += thumb.uri is None
-                    _figure(out, row, index, thumb, is_low)
-                out.write("</div>\n")
-                if section.left_out:
-                    what = "low-confidence" if is_low else section.title
-                    out.write(f"<p class=\"more\">{section.left_out:,} more {esc(what)} "
-                              f"{'image' if section.left_out == 1 else 'images'} not shown "
-                              f"(--html-limit {limit:,})</p>\n")
-                out.write("</section>\n")
-            if not sheet.total:
-                out.write("<p class=\"note\">No images.</p>\n")
-            if sheet.failed:
-                _failed(out, sheet.failed)
-            out.write(f"</main>\n<footer>Made by scenetool {esc(__version__)} from "
-                      f"{esc(store.path)}. This file is self-contained: it loads nothing "
-                      f"from anywhere.</footer>\n<script>{SCRIPT}</script>\n</body></html>\n")
-        os.replace(partial, target)
-    finally:
-        if partial.exists():
-            partial.unlink()
+    shown = (row.path for section in sections for row in section.shown)
+    with atomic_write(target, "w", encoding="utf-8", newline="\n") as out, \
+            closing(ordered_map(make_thumbnail, shown, threads, 4 * threads)) as thumbs:
+        _header(out, sheet, run)
+        for section in sections:
+            is_low = section.label is None
+            if is_low:
+                out.write("<section id=\"low\">")
+            else:
+                out.write(f"<section class=\"class\" id=\"{section.key}\""
+                          f" data-label=\"{esc(section.label)}\">")
+            out.write(f"<h2>{esc(section.title)} <span class=\"count\">{section.count:,}"
+                      "</span></h2>\n")
+            low_here = 0 if is_low else sheet.low_by_label.get(section.title, 0)
+            if low_here:
+                out.write(f"<p class=\"note\">{low_here:,} of them below "
+                          f"{low_threshold:.0%} confidence, also shown under "
+                          "<a href=\"#low\">Low confidence</a></p>\n")
+            out.write("<div class=\"grid\">\n")
+            for index, row in enumerate(section.shown):
+                thumb = next(thumbs)
+                unreadable += thumb.uri is None
+                _figure(out, row, index, thumb, is_low)
+            out.write("</div>\n")
+            if section.left_out:
+                what = "low-confidence" if is_low else section.title
+                out.write(f"<p class=\"more\">{section.left_out:,} more {esc(what)} "
+                          f"{'image' if section.left_out == 1 else 'images'} not shown "
+                          f"(--html-limit {limit:,})</p>\n")
+            out.write("</section>\n")
+        if not sheet.total:
+            out.write("<p class=\"note\">No images.</p>\n")
+        if sheet.failed:
+            _failed(out, sheet.failed)
+        out.write(f"</main>\n<footer>Made by scenetool {esc(__version__)} from "
+                  f"{esc(store.path)}. This file is self-contained: it loads nothing "
+                  f"from anywhere.</footer>\n<script>{SCRIPT}</script>\n</body></html>\n")
     left_out = sum(s.left_out for s in sections)
     notes = []
     if left_out:

@@ -1,0 +1,87 @@
+"""What the commands share: option decorators, consoles, and opening the model, the store
+and the export files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+import click
+from rich.console import Console
+
+from scenetool.constants import MODEL_ENV, STORE_ENV
+from scenetool.errors import OutputError, UsageError
+
+
+def model_option(fn: Callable) -> Callable:
+    return click.option(
+        "--model", "model_path", metavar="FILE", default=None, envvar=MODEL_ENV,
+        show_envvar=True, help="ONNX model to use. Default: the shipped model.")(fn)
+
+
+def store_option(fn: Callable) -> Callable:
+    return click.option(
+        "--store", "store_path", metavar="FILE", default=None, envvar=STORE_ENV,
+        show_envvar=True,
+        help=f"Results database. Default: scenetool.db in {click.get_app_dir('scenetool')}.")(fn)
+
+
+def pipeline_options(fn: Callable) -> Callable:
+    """--batch-size, --threads and --model, shared by every command that runs the model."""
+    fn = click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
+                      help="Decoding threads; 0 = one per core.")(fn)
+    fn = click.option("--batch-size", type=click.IntRange(1, 4096), default=32,
+                      show_default=True, help="Images per inference batch.")(fn)
+    return model_option(fn)
+
+
+def export_options(what: str) -> Callable[[Callable], Callable]:
+    """--csv and --json (FILE or - for stdout), worded for `what` the command writes."""
+    def decorate(fn: Callable) -> Callable:
+        fn = click.option("--json", "json_target", metavar="FILE|-",
+                          help=f"{what} as JSON Lines.")(fn)
+        return click.option("--csv", "csv_target", metavar="FILE|-",
+                            help=f"{what} as CSV.")(fn)
+    return decorate
+
+
+def stdout() -> Console:
+    # Piped or redirected output is read later, not on an 80-column terminal: do not fold
+    # paths to fit one.
+    console = Console(file=sys.stdout)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160
+    return console
+
+
+def stderr() -> Console:
+    return Console(file=sys.stderr, stderr=True)
+
+
+def open_model(model_path: str | None):
+    from scenetool.model import open_model as _open
+
+    return _open(model_path)
+
+
+def open_store(store_path: str | None):
+    from scenetool.store import Store
+
+    return Store(store_path)
+
+
+def open_exports(csv_target: str | None, json_target: str | None) -> list:
+    """The exporters asked for; only one of them may write to stdout."""
+    from scenetool.outputs.exports import Exporter
+
+    if csv_target == "-" and json_target == "-":
+        raise UsageError("only one of --csv and --json can write to stdout (-)")
+    exporters = []
+    for target, fmt in ((csv_target, "csv"), (json_target, "json")):
+        if target:
+            try:
+                exporters.append(Exporter(target, fmt))
+            except OSError as exc:
+                raise OutputError.writing(target, exc) from None
+    return exporters

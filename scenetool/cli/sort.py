@@ -1,0 +1,88 @@
+"""`scenetool sort`: file the images of a folder into one folder per label."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from scenetool.cli import Command
+from scenetool.cli.options import (
+    open_model,
+    open_store,
+    pipeline_options,
+    stderr,
+    stdout,
+    store_option,
+)
+from scenetool.paths import shown
+
+
+@click.command("sort", cls=Command)
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.argument("dest", type=click.Path())
+@click.option("--copy", "copy_", is_flag=True, help="Copy the images (the default).")
+@click.option("--move", is_flag=True, help="Move the images (safe across filesystems).")
+@click.option("--link", is_flag=True, help="Make symbolic links to the images.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, metavar="P",
+              show_default=True, help="Below this confidence an image goes to DEST/unknown/.")
+@click.option("--dry-run", is_flag=True, help="Say what would be done; write no file.")
+@pipeline_options
+@store_option
+def command(src: str, dest: str, copy_: bool, move: bool, link: bool, min_confidence: float,
+            dry_run: bool, batch_size: int, threads: int, model_path: str | None,
+            store_path: str | None) -> None:
+    """Put each image under SRC into DEST/<label>/, classifying what the store lacks.
+
+    Nothing is overwritten: a name already taken gets a suffix (name-1.jpg), unless it
+    holds the same file, which is then left as it is, so a second run does nothing.
+    Files that cannot be read stay where they are.
+
+    \b
+    Example:
+        scenetool sort ./photos ./sorted
+        scenetool sort ./photos ./sorted --move --min-confidence 0.6
+        scenetool sort ./photos ./sorted --link --dry-run
+    """
+    from contextlib import nullcontext
+
+    from scenetool.engines.common import Settings
+    from scenetool.errors import UsageError
+    from scenetool.job import ClassifyJob
+    from scenetool.sort import Action, Sorter, sort_table, walk_roots
+
+    if copy_ + move + link > 1:
+        raise UsageError("--copy, --move and --link exclude each other")
+    action = Action.MOVE if move else Action.LINK if link else Action.COPY
+    roots = walk_roots(src, dest)
+    model = open_model(model_path)
+    store = open_store(store_path)
+    err = stderr()
+    settings = Settings(batch_size=batch_size, threads=threads, min_confidence=min_confidence)
+    arguments = {"command": "sort", "src": src, "dest": dest, "action": action.value,
+                 "min_confidence": min_confidence, "dry_run": dry_run}
+    job = ClassifyJob(model, store, roots, settings, arguments=arguments)
+    sorter = Sorter(dest, action, min_confidence, dry_run)
+    try:
+        with err.status("classifying", spinner="line") if err.is_terminal else nullcontext():
+            rows = list(job)
+        tally = sorter.place_all(rows)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: {sorter.tally.total} image(s) placed; run the same sort "
+                  "again to finish", style="yellow", highlight=False, markup=False)
+        sys.exit(130)
+    stdout().print(sort_table(tally, action, dry_run))
+    for path, reason in tally.failed:
+        err.print(f"failed: {shown(path)}: {reason}", style="red", highlight=False,
+                  markup=False, soft_wrap=True)
+    done = sum(tally.done.values())
+    verb = f"would be {action.done}" if dry_run else action.done
+    err.print(
+        f"{tally.total} image(s): {done} {verb}, {sum(tally.already.values())} already there, "
+        f"{len(tally.failed)} failed (left in place)"
+        + (f", {tally.inside_dest} already inside DEST" if tally.inside_dest else "")
+        + f". Run {job.run_id} in {store.path}: {job.tally.classified} classified, "
+        f"{job.tally.reused} from the store.", highlight=False, markup=False,
+        soft_wrap=True)
+    if tally.failed:
+        sys.exit(1)

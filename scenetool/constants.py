@@ -1,0 +1,10 @@
+"""Names and values shared across the package, kept apart so no module imports another
+just for a constant."""
+
+from __future__ import annotations
+
+UNKNOWN = "unknown"  # the label below --min-confidence
+
+MODEL_ENV = "SCENETOOL_MODEL"  # a model to use instead of the shipped one
+STORE_ENV = "SCENETOOL_STORE"  # the results database
+MODEL_FILE = "scenes.onnx"  # the shipped model, package data in scenetool/models/

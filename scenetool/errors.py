@@ -1,0 +1,48 @@
+"""The library's exceptions: one base class, so the CLI maps them to exit codes in one place.
+
+Every `str()` is a one-line reason meant for people. `scenetool.cli` turns a
+`UsageError` into Click's usage error and any other `ScenetoolError` into a one-line
+message; both exit 2. A `DecodeError` stops one file, never a run.
+"""
+
+from __future__ import annotations
+
+
+class ScenetoolError(Exception):
+    """Base of every error scenetool raises on purpose."""
+
+
+class UsageError(ScenetoolError):
+    """The command line asks for something that cannot be done (exit 2, with usage)."""
+
+
+class ModelError(ScenetoolError):
+    """The model file is missing, unreadable, or not a scenetool model."""
+
+
+class MetadataError(ModelError, ValueError):
+    """The model's metadata is missing a key or holds a value the runtime cannot use."""
+
+
+class StoreError(ScenetoolError):
+    """The store cannot be opened, created or written."""
+
+
+class DecodeError(ScenetoolError):
+    """A file that could not be turned into an image; str() is a one-line reason."""
+
+
+class LayoutError(ScenetoolError):
+    """An evaluation folder that does not have one subfolder per label."""
+
+
+class SortError(UsageError):
+    """A sort that cannot start: DEST is SRC, or DEST is a file."""
+
+
+class OutputError(ScenetoolError):
+    """A file we were asked to write (an export, a contact sheet) cannot be written."""
+
+    @classmethod
+    def writing(cls, target: object, exc: OSError) -> OutputError:
+        return cls(f"cannot write {target}: {exc.strerror or exc}")
