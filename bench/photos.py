@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 from bench.measure import REPO_ROOT
+from scenetool.fsutil import atomic_path
 from scenetool.inputs.walk import walk
 
 DEFAULT_PHOTOS = REPO_ROOT.parent / "shared" / "data" / "intel" / "seg_pred"
@@ -101,9 +102,8 @@ def _make_phone_photo(source: str, target: Path) -> None:
         big = im.convert("RGB").resize(PHONE_SIZE, Image.BICUBIC)
     grain = Image.effect_noise(PHONE_SIZE, PHONE_GRAIN).convert("RGB")
     photo = ImageChops.add(big, grain, scale=1.0, offset=-128)
-    partial = target.with_name(target.name + ".partial")
-    photo.save(partial, "JPEG", quality=PHONE_QUALITY)
-    os.replace(partial, target)
+    with atomic_path(target) as partial:
+        photo.save(partial, "JPEG", quality=PHONE_QUALITY)
 
 
 def phone_photos(sources: Sequence[str], count: int, cache: Path) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scenetool.fsutil import write_text
 from train.evaluate import draw
 from train.export import OPSET, PARITY_IMAGES, PARITY_TOL, ExportResult
 from train.fit import FitConfig
@@ -219,7 +220,5 @@ def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str]
     ]
     lines = (head + data_section(res) + recipe_section(res) + results_section(res, pngs, card_dir)
              + model_section(res, ms) + comparison_section(res, runs_dir, compare))
-    tmp = card.with_name(f".{card.name}.tmp")
-    tmp.write_text("\n".join(lines).rstrip() + "\n")
-    os.replace(tmp, card)
+    write_text(card, "\n".join(lines).rstrip() + "\n")
     return card

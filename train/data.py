@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from scenetool.fsutil import atomic_path
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -236,9 +238,8 @@ def load_arrays(folder: ImageFolder, cache_dir: str | os.PathLike | None = None,
         list(pool.map(one, range(len(folder.files))))
     bad.sort()
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f"{key}.tmp.npy"
-    np.save(tmp, images)
-    os.replace(tmp, npy)
+    with atomic_path(npy, suffix=".npy") as tmp:  # np.save adds .npy to any other name
+        np.save(tmp, images)
     meta.write_text(json.dumps({"root": str(folder.root), "n": len(folder.files),
                                 "bad": [folder.files[i] for i in bad]}))
     return Arrays(images, bad, key)

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from scenetool.evaluate import Scores, draw_confusion
+from scenetool.fsutil import write_text
 from train import data as data_mod
 from train.fit import FitConfig, FitError, prepare
 
-CHECKPOINTS = ("best", "last")
 SPOT_CHECK_IMAGES = 12
 
 
@@ -172,7 +172,5 @@ def evaluate(run: Path, size: int | None = None, which: str = "best",
     result.update({"run": rd.name, "arch": rd.cfg.arch, "checkpoint": which, "image_size": size,
                    "created": utc_now()})
     pngs = draw(rd, true, probs, result, run, f"{rd.name} ({which}, {size}px)")
-    tmp = run / "eval.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(run / "eval.json")
+    write_text(run / "eval.json", json.dumps(result, indent=2) + "\n")
     return result, pngs

@@ -17,12 +17,12 @@ there before untouched.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from scenetool.fsutil import atomic_path
 from train import data as data_mod
 from train.evaluate import (
     RunData,
@@ -123,7 +123,7 @@ def parity(sess, model, images: np.ndarray) -> float:
     return diff
 
 
-def count_macs(proto, size: int) -> int:
+def count_macs(proto) -> int:
     """Multiply-accumulates of one image through the Conv, MatMul and Gemm nodes."""
     import onnx
 
@@ -185,13 +185,9 @@ def _verify_runtime(path: Path, rd: RunData, size: int) -> None:
 
 def _write_atomic(proto, out: Path, rd: RunData, size: int) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         tmp.write_bytes(proto.SerializeToString())
         _verify_runtime(tmp, rd, size)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def export(run: Path, out: Path, size: int | None = None, which: str = "best",
@@ -215,5 +211,5 @@ def export(run: Path, out: Path, size: int | None = None, which: str = "best",
     onnx.helper.set_model_props(proto, props)
     proto.doc_string = f"scenetool {rd.cfg.arch}, run {rd.name} ({which}.keras) at {size}px"
     _write_atomic(proto, out, rd, size)
-    return ExportResult(out, rd, which, size, params, count_macs(proto, size), diff, probs,
+    return ExportResult(out, rd, which, size, params, count_macs(proto), diff, probs,
                         result, props)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scenetool.fsutil import atomic_path, atomic_write, write_text
 from train import data as data_mod
 
 
@@ -126,15 +126,12 @@ def _build(cfg: FitConfig, num_classes: int, steps_per_epoch: int):
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _save(model, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".keras") as tmp:  # Keras insists on the extension
+        model.save(tmp)
 
 
 def _start_history(path: Path, epochs_done: int) -> None:
@@ -147,12 +144,10 @@ def _start_history(path: Path, epochs_done: int) -> None:
     if path.exists():
         with path.open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         writer = csv.DictWriter(f, HISTORY_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def default_split_path(cfg: FitConfig) -> Path:
