@@ -46,7 +46,7 @@ baselines: install
 EXPORT_ARGS ?= --checkpoint last --image-size 172
 
 export: install
-	$(PY) -m train export $(RUN) $(EXPORT_ARGS) --out exported/scenes.onnx \
+	$(PY) -m train export $(RUN) $(EXPORT_ARGS) --out scenetool/models/scenes.onnx \
 		--card exported/MODEL.md --compare-runs seed-dense,seed-cnn
 	cp runs/$(RUN)/split.txt exported/val_split.txt
 

@@ -40,7 +40,7 @@ def cli(verbose: bool) -> None:
     Example:
         python -m train summary data/intel/seg_train
         python -m train fit --arch scenenet --name scenenet
-        python -m train export scenenet --out exported/scenes.onnx
+        python -m train export scenenet --out scenetool/models/scenes.onnx
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s: %(message)s")
@@ -238,8 +238,9 @@ def evaluate(run: str, runs: str, image_size: int | None, checkpoint: str,
 
 @cli.command()
 @click.argument("run")
-@click.option("--out", type=click.Path(dir_okay=False), default="exported/scenes.onnx",
-              show_default=True, help="The ONNX file to write.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              default="scenetool/models/scenes.onnx", show_default=True,
+              help="The ONNX file to write.")
 @click.option("--runs", default="runs", show_default=True, help="Folder of runs.")
 @_size_option
 @_checkpoint_option
@@ -257,7 +258,7 @@ def export(run: str, out: str, runs: str, image_size: int | None, checkpoint: st
 
     \b
     Example:
-        python -m train export scenenet --out exported/scenes.onnx --card exported/MODEL.md
+        python -m train export scenenet --out scenetool/models/scenes.onnx --card exported/MODEL.md
     """
     from train.export import ExportError
     from train.export import export as run_export
