@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-MODEL=${MODEL:-exported/scenes.onnx}
+MODEL=${MODEL:-scenetool/models/scenes.onnx}
 if [ -z "${PHOTOS:-}" ]; then
     for PHOTOS in data/intel/seg_pred ../shared/data/intel/seg_pred; do
         [ -d "$PHOTOS" ] && break
