@@ -89,7 +89,7 @@ def fitted(work) -> dict:
         mp.setattr(fit_mod, "_write_json", stop_after_first_epoch)
         interrupted = _invoke(args, work["env"])
     run = work["runs"] / "tiny"
-    after_interrupt = {"exit_code": interrupted.exit_code,
+    after_interrupt = {"exit_code": interrupted.exit_code, "output": interrupted.output,
                        "state": json.loads((run / "state.json").read_text()),
                        "epochs": _history_epochs(run),
                        "metrics": (run / "metrics.json").exists()}
@@ -120,7 +120,10 @@ def test_load_arrays_resizes_and_skips_corrupt(work, caplog):
 
 def test_fit_resumes_where_it_stopped(fitted):
     run, stopped = fitted["run"], fitted["interrupted"]
-    assert stopped["exit_code"] == 1  # click's "Aborted!"
+    assert stopped["exit_code"] == 130
+    assert stopped["output"].strip().splitlines()[-1] == (
+        f"interrupted: epoch 1 is checkpointed in {run}/last.keras; continue with: "
+        f"python -m train fit --name tiny --runs {run.parent} --resume")
     assert stopped["state"]["epochs_done"] == 1 and stopped["epochs"] == [1]
     assert not stopped["metrics"]
     assert fitted["resumed"].exit_code == 0, fitted["resumed"].output
@@ -218,17 +221,29 @@ def test_compare_draws_several_runs(work, fitted):
     assert missing.exit_code == 2 and "no run named nope" in missing.output
 
 
-def test_export_writes_checked_model_and_card(work, fitted):
+@pytest.fixture(scope="module")
+def exported(work, fitted) -> dict:
+    """`export tiny` with no --out, from another folder: the model lands in the run's folder."""
+    out = fitted["run"] / "export" / "scenes.onnx"
+    card = out.parent / "MODEL.md"
+    elsewhere = work["tmp"] / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(elsewhere)
+        result = _invoke(["export", "tiny", "--runs", work["runs"], "--card", card,
+                          "--compare-runs", "other,missing"], work["env"])
+    assert result.exit_code == 0, result.output
+    assert not any(elsewhere.iterdir()), "export wrote outside the run's folder"
+    return {"out": out, "card": card}
+
+
+def test_export_writes_checked_model_and_card(exported):
     import onnx
 
     from scenetool.metadata import ModelMeta
     from scenetool.model import SceneModel
 
-    out = work["tmp"] / "exported" / "scenes.onnx"
-    card = out.parent / "MODEL.md"
-    result = _invoke(["export", "tiny", "--runs", work["runs"], "--out", out, "--card", card,
-                      "--compare-runs", "other,missing"], work["env"])
-    assert result.exit_code == 0, result.output
+    out, card = exported["out"], exported["card"]
     assert sorted(p.name for p in out.parent.iterdir()) == [
         "MODEL.md", "confusion.png", "curves.png", "scenes.onnx", "spotcheck.png"]
 
@@ -259,6 +274,46 @@ def test_export_writes_checked_model_and_card(work, fitted):
     for needle in ("](confusion.png)", "](curves.png)", "](spotcheck.png)", "| forest |",
                    "ms per image", "label smoothing 0.1", "`other`", "`missing`: skipped"):
         assert needle in text, needle
+
+
+def test_ship_replaces_the_shipped_model_and_says_so(work, fitted, exported, tiny_model,
+                                                   monkeypatch):
+    """`ship` is the one step that replaces scenetool/models/scenes.onnx and exported/."""
+    from scenetool.model import SceneModel
+
+    repo = work["tmp"] / "repo"
+    (repo / "scenetool" / "models").mkdir(parents=True)
+    shipped = repo / "scenetool" / "models" / "scenes.onnx"
+    shipped.write_bytes(tiny_model.read_bytes())
+    old_sha = SceneModel(shipped).sha256[:12]
+    monkeypatch.chdir(repo)
+    result = _invoke(["ship", "tiny", "--runs", work["runs"]], work["env"])
+    assert result.exit_code == 0, result.output
+    new_sha = SceneModel(exported["out"]).sha256[:12]
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("replaced scenetool/models/scenes.onnx (tiny-colour, sha256 "
+                               f"{old_sha}"), lines
+    assert lines[1].startswith(f"    with {exported['out']} (tiny, validation accuracy ")
+    assert new_sha in lines[1]
+    assert lines[2] == ("replaced in exported/: MODEL.md, confusion.png, curves.png, "
+                        "spotcheck.png, val_split.txt")
+    assert shipped.read_bytes() == exported["out"].read_bytes()
+    assert (repo / "exported" / "MODEL.md").read_text() == exported["card"].read_text()
+    again = _invoke(["ship", "tiny", "--runs", work["runs"]], work["env"])
+    assert again.output.strip().splitlines() == [
+        f"scenetool/models/scenes.onnx is already {exported['out']} (sha256 {new_sha}); "
+        "nothing replaced"]
+
+
+def test_ship_without_export_says_what_to_run(work, fitted, tmp_path):
+    run = work["runs"] / "unexported"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    result = _invoke(["ship", "unexported", "--runs", work["runs"]], work["env"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"Error: run unexported has no export at {run / 'export' / 'scenes.onnx'}: "
+        "run `python -m train export unexported` first")
 
 
 def test_export_parity_failure_leaves_no_file(work, fitted, monkeypatch):
@@ -301,3 +356,6 @@ def test_bad_data_folder_is_a_one_line_error(tmp_path, make, message, command):
     (line,) = result.output.strip().splitlines()
     assert line.startswith("Error: ") and message in line
     assert "Traceback" not in result.output
+    if command == "fit" and message == "data folder not found":
+        assert line.endswith(": pass --data DIR (the Kaggle seg_train folder) or set "
+                             "SCENETOOL_TRAIN_DATA")

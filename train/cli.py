@@ -18,8 +18,23 @@ from train import data as data_mod
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
+DATA_ENV = "SCENETOOL_TRAIN_DATA"
+DEFAULT_DATA = "data/intel/seg_train"
+# The one rule for where the training images are, stated in `fit --help` and the README.
+DATA_RULE = (f"Kaggle-layout training folder: --data, else ${DATA_ENV}, else {DEFAULT_DATA} "
+             "(relative to the current folder).")
+
+
 class TrainError(click.ClickException):
     exit_code = 2
+
+
+def _data_error(exc: data_mod.DataError) -> TrainError:
+    """A data error as a one-line message; a missing folder says how to name the right one."""
+    if isinstance(exc, data_mod.DataNotFound):
+        return TrainError(f"{exc}: pass --data DIR (the Kaggle seg_train folder) or set "
+                          f"{DATA_ENV}")
+    return TrainError(str(exc))
 
 
 def _run_dir(runs: str, run: str) -> Path:
@@ -40,7 +55,8 @@ def cli(verbose: bool) -> None:
     Example:
         python -m train summary data/intel/seg_train
         python -m train fit --arch scenenet --name scenenet
-        python -m train export scenenet --out scenetool/models/scenes.onnx
+        python -m train export scenenet
+        python -m train ship scenenet
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s: %(message)s")
@@ -93,8 +109,8 @@ def summary(data_dir: str, split_path: str | None, runs: str, png: str | None) -
 @cli.command()
 @click.option("--arch", default="scenenet", show_default=True,
               help="Model from the zoo: seed-dense, seed-cnn, scenenet, tiny.")
-@click.option("--data", "data_dir", default="data/intel/seg_train", show_default=True,
-              type=click.Path(file_okay=False), help="Kaggle-layout training folder.")
+@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True, envvar=DATA_ENV,
+              show_envvar=True, type=click.Path(file_okay=False), help=DATA_RULE)
 @click.option("--name", default=None, help="Run name (folder under --runs). Default: the arch.")
 @click.option("--runs", default="runs", show_default=True, help="Folder of runs.")
 @click.option("--split", "split_path", default="", help="Split file (made when missing).")
@@ -128,6 +144,9 @@ def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, 
     """
     from train.fit import FitConfig, FitError, parse_phases
     from train.fit import fit as run_fit
+    from train.quiet import import_tensorflow
+
+    import_tensorflow()
 
     try:
         phases = parse_phases(image_size, epochs)
@@ -140,8 +159,12 @@ def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, 
                     patience=patience, seed=seed, jit=jit, max_train=max_train)
     try:
         metrics = run_fit(cfg, resume=resume)
-    except (FitError, data_mod.DataError, KeyError) as exc:
+    except data_mod.DataError as exc:
+        raise _data_error(exc) from exc
+    except (FitError, KeyError) as exc:
         raise TrainError(str(exc).strip("'\"")) from exc
+    except KeyboardInterrupt:
+        _interrupted(Path(runs), cfg.name)
     click.echo(f"best validation accuracy {metrics['best_val_accuracy']:.4f} "
                f"at epoch {metrics['best_epoch']} ({Path(runs) / cfg.name}/metrics.json)")
 
@@ -171,6 +194,22 @@ def compare(runs_: tuple[str, ...], runs: str, out: str | None) -> None:
     target = compare_curves(paths, Path(out) if out else Path(runs) / "compare.png",
                             title="Training curves: " + ", ".join(p.name for p in paths))
     click.echo(f"curves: {target}", err=True)
+
+
+def _interrupted(runs: Path, name: str) -> None:
+    """Ctrl-C during fit: say what is kept and how to continue; exit 130."""
+    import json
+
+    state = runs / name / "state.json"
+    done = json.loads(state.read_text())["epochs_done"] if state.exists() else 0
+    resume = f"python -m train fit --name {name} --runs {runs} --resume"
+    if done:
+        click.echo(f"interrupted: epoch {done} is checkpointed in {runs / name}/last.keras; "
+                   f"continue with: {resume}", err=True)
+    else:
+        click.echo("interrupted before the first epoch finished: nothing to resume; "
+                   "run the same command again", err=True)
+    sys.exit(130)
 
 
 def _print_report(result: dict, title: str) -> None:
@@ -225,11 +264,16 @@ def evaluate(run: str, runs: str, image_size: int | None, checkpoint: str,
     """
     from train.evaluate import evaluate as run_evaluate
     from train.fit import FitError
+    from train.quiet import import_tensorflow
+
+    import_tensorflow()
 
     path = _run_dir(runs, run)
     try:
         result, pngs = run_evaluate(path, image_size, checkpoint, data_dir)
-    except (FitError, data_mod.DataError) as exc:
+    except data_mod.DataError as exc:
+        raise _data_error(exc) from exc
+    except FitError as exc:
         raise TrainError(str(exc)) from exc
     _print_report(result, f"{path.name}: {checkpoint}.keras at {result['image_size']}px")
     click.echo(f"validation accuracy {result['accuracy']:.4f} ({result['n']} images)")
@@ -238,9 +282,9 @@ def evaluate(run: str, runs: str, image_size: int | None, checkpoint: str,
 
 @cli.command()
 @click.argument("run")
-@click.option("--out", type=click.Path(dir_okay=False),
-              default="scenetool/models/scenes.onnx", show_default=True,
-              help="The ONNX file to write.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="The ONNX file to write. Default: <runs>/RUN/export/scenes.onnx (the "
+                   "shipped model changes only with `python -m train ship`).")
 @click.option("--runs", default="runs", show_default=True, help="Folder of runs.")
 @_size_option
 @_checkpoint_option
@@ -249,25 +293,34 @@ def evaluate(run: str, runs: str, image_size: int | None, checkpoint: str,
               help="Also write a model card here (figures go beside it).")
 @click.option("--compare-runs", default="seed-dense,seed-cnn", show_default=True,
               help="Comma-separated runs whose validation accuracy the card lists.")
-def export(run: str, out: str, runs: str, image_size: int | None, checkpoint: str,
+def export(run: str, out: str | None, runs: str, image_size: int | None, checkpoint: str,
            data_dir: str | None, card: str | None, compare_runs: str) -> None:
     """Export a run's checkpoint to ONNX, checked against Keras, with its metadata.
 
     The file only lands at --out after onnx.checker, a parity check against Keras on 64
-    validation images and a load by the scenetool runtime have passed.
+    validation images and a load by the scenetool runtime have passed. It goes into the
+    run's folder unless --out says otherwise; `ship` then replaces the shipped model.
 
     \b
     Example:
-        python -m train export scenenet --out scenetool/models/scenes.onnx --card exported/MODEL.md
+        python -m train export scenenet --card runs/scenenet/export/MODEL.md
+        python -m train ship scenenet
     """
     from train.export import ExportError
     from train.export import export as run_export
+    from train.quiet import import_tensorflow
+
+    import_tensorflow()
     from train.fit import FitError
+    from train.ship import export_path
 
     path = _run_dir(runs, run)
     try:
-        res = run_export(path, Path(out), image_size, checkpoint, data_dir)
-    except (ExportError, FitError, data_mod.DataError) as exc:
+        res = run_export(path, Path(out) if out else export_path(path), image_size, checkpoint,
+                         data_dir)
+    except data_mod.DataError as exc:
+        raise _data_error(exc) from exc
+    except (ExportError, FitError) as exc:
         raise TrainError(str(exc)) from exc
     click.echo(f"wrote {res.path} ({res.file_size / 1e6:.2f} MB, {res.image_size}px, "
                f"validation accuracy {res.report['accuracy']:.4f} through onnxruntime, "
@@ -278,6 +331,32 @@ def export(run: str, out: str, runs: str, image_size: int | None, checkpoint: st
         names = [n.strip() for n in compare_runs.split(",") if n.strip()]
         written = write_card(res, Path(card), Path(runs), names)
         click.echo(f"model card: {written}", err=True)
+
+
+@cli.command()
+@click.argument("run")
+@click.option("--runs", default="runs", show_default=True, help="Folder of runs.")
+def ship(run: str, runs: str) -> None:
+    """Replace the shipped model with RUN's export, and its card, figures and split.
+
+    Copies <runs>/RUN/export/scenes.onnx over scenetool/models/scenes.onnx, MODEL.md and
+    its figures into exported/, and the run's split to exported/val_split.txt, then says
+    what it replaced. Run it from the repository root.
+
+    \b
+    Example:
+        python -m train export scenenet --card runs/scenenet/export/MODEL.md
+        python -m train ship scenenet
+    """
+    from train.ship import ShipError
+    from train.ship import ship as run_ship
+
+    try:
+        lines = run_ship(_run_dir(runs, run))
+    except (ShipError, OSError) as exc:
+        raise TrainError(str(exc)) from exc
+    for line in lines:
+        click.echo(line)
 
 
 def main() -> None:

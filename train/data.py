@@ -33,6 +33,10 @@ class DataError(Exception):
     """A data folder, split file or cache that cannot be used as it is."""
 
 
+class DataNotFound(DataError):
+    """The data folder does not exist."""
+
+
 @dataclass(frozen=True)
 class ImageFolder:
     """A `DIR/<class>/<image>` tree: class names and the files under each."""
@@ -58,7 +62,7 @@ def scan(root: str | os.PathLike, classes: list[str] | None = None) -> ImageFold
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"data folder not found: {root}")
+        raise DataNotFound(f"data folder not found: {root}")
     dirs = {p.name: p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
     if not dirs:
         raise DataError(f"{root} has no class folders; expected {root}/<class>/<image>.jpg")

@@ -172,7 +172,24 @@ def prepare(cfg: FitConfig):
     return folder, split, arrays
 
 
-def fit(cfg: FitConfig, resume: bool = False, verbose: int | None = None) -> dict:
+def _step_progress(steps: int):
+    """A Keras callback that rewrites one stderr line with the step count, on a terminal
+    only; Keras' own output ('Epoch 2/2' and its bar) is off, the epoch lines are ours."""
+    import keras
+
+    class StepProgress(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            text = f"  step {batch + 1}/{steps}" + (f", loss {loss:.3f}" if loss else "")
+            print(f"\r{text}\x1b[K", end="", file=sys.stderr, flush=True)
+
+        def on_epoch_end(self, epoch, logs=None):
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+
+    return [StepProgress()] if sys.stderr.isatty() else []
+
+
+def fit(cfg: FitConfig, resume: bool = False) -> dict:
     """Train (or resume) the run `cfg.name`; returns the metrics written to metrics.json."""
     run = Path(cfg.runs_dir) / cfg.name
     state_path = run / "state.json"
@@ -210,8 +227,7 @@ def fit(cfg: FitConfig, resume: bool = False, verbose: int | None = None) -> dic
     else:
         model = _build(cfg, num_classes, steps_per_epoch)
     aug = AugmentConfig(mixup=cfg.mixup, cutmix=cfg.cutmix)
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
+    progress = _step_progress(steps_per_epoch)
     history_path = run / "history.csv"
     _start_history(history_path, state["epochs_done"])
 
@@ -226,13 +242,15 @@ def fit(cfg: FitConfig, resume: bool = False, verbose: int | None = None) -> dic
         val_ds = eval_dataset(arrays.images, labels, split.val, size=size,
                               num_classes=num_classes)
         started = time.perf_counter()
-        print(f"epoch {epoch + 1}/{cfg.epochs} at {size}px", file=sys.stderr)
         h = model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
-                      verbose=verbose).history
+                      verbose=0, callbacks=progress).history
         seconds = time.perf_counter() - started
         lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         row = {"epoch": epoch + 1, "image_size": size, "lr": lr, "seconds": round(seconds, 1)}
         row.update({k: float(h[k][-1]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")})
+        print(f"epoch {epoch + 1}/{cfg.epochs} at {size}px: loss {row['loss']:.3f}, accuracy "
+              f"{row['accuracy']:.1%}, validation loss {row['val_loss']:.3f}, accuracy "
+              f"{row['val_accuracy']:.1%} ({seconds:.0f} s)", file=sys.stderr)
         with history_path.open("a", newline="") as f:
             csv.DictWriter(f, HISTORY_FIELDS).writerow(row)
         _save(model, run / "last.keras")
