@@ -8,3 +8,4 @@ UNKNOWN = "unknown"  # the label below --min-confidence
 MODEL_ENV = "SCENETOOL_MODEL"  # a model to use instead of the shipped one
 STORE_ENV = "SCENETOOL_STORE"  # the results database
 MODEL_FILE = "scenes.onnx"  # the shipped model, package data in scenetool/models/
+RAW_HINT = "camera RAW: install scenetool[raw]"  # the reason a RAW fails without the extra

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from scenetool.constants import RAW_HINT
 from scenetool.engines.common import Engine, Result, Settings
 from scenetool.inputs.walk import Item, WalkStats, walk
 from scenetool.model import SceneModel
@@ -25,6 +26,7 @@ class Tally:
     classified: int = 0
     reused: int = 0
     failed: int = 0
+    raw_without_extra: int = 0  # failed camera RAW files, for the summary's install hint
     labels: Counter = field(default_factory=Counter)
     walk: WalkStats = field(default_factory=WalkStats)
 
@@ -35,6 +37,8 @@ class Tally:
     def count(self, row: Row) -> Row:
         if row.error:
             self.failed += 1
+            if row.error == RAW_HINT:
+                self.raw_without_extra += 1
         else:
             if row.reused:
                 self.reused += 1

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from scenetool.fsutil import atomic_path
+from scenetool.inputs.decode import load_image
+from scenetool.inputs.formats import candidate_extensions
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 #: Every array in the cache is this square size; the data set's native size.
 CACHE_SIZE = 150
 CACHE_VERSION = 1
@@ -76,11 +76,12 @@ def scan(root: str | os.PathLike, classes: list[str] | None = None) -> ImageFold
     files: list[str] = []
     labels: list[int] = []
     empty: list[str] = []
+    extensions = candidate_extensions()  # what scenetool classifies, by name
     for index, name in enumerate(names):
         found = sorted(
             p.relative_to(root).as_posix()
             for p in dirs[name].rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            if p.is_file() and p.suffix.lower() in extensions
         )
         if not found:
             empty.append(name)
@@ -178,12 +179,12 @@ def load_or_make_split(folder: ImageFolder, path: str | os.PathLike,
 # -- decoding and the cache ------------------------------------------------------------
 
 def decode(path: Path, size: int = CACHE_SIZE) -> np.ndarray:
-    """One image as an RGB uint8 array of size x size (bilinear resize when it differs)."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+    """One image as an RGB uint8 array of size x size (bilinear resize when it differs).
+
+    The runtime's own decoder, so training sees what `scenetool classify` sees: every
+    format it reads, EXIF orientation applied, the same conversion to RGB.
+    """
+    return load_image(path, (size, size), "bilinear")
 
 
 def folder_key(folder: ImageFolder, size: int = CACHE_SIZE) -> str:

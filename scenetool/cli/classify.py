@@ -153,9 +153,17 @@ def _print_summary(job, labels, paths, store_path, seconds: float, tables: Conso
     err.print(
         f"{tally.total} image(s): {tally.classified} classified, "
         f"{tally.reused} already in the store (--force redoes them), {tally.failed} failed"
-        + "".join(f"; {note}" for note in _walk_notes(tally.walk))
+        + "".join(f"; {note}" for note in _raw_note(tally) + _walk_notes(tally.walk))
         + f". Run {job.run_id} in {store_path} ({seconds:.1f} s, "
-        f"{tally.classified / max(seconds, 1e-9):.0f} images/s).", highlight=False)
+        f"{tally.classified / max(seconds, 1e-9):.0f} images/s).", highlight=False,
+        markup=False)
+
+
+def _raw_note(tally) -> list[str]:
+    if not tally.raw_without_extra:
+        return []
+    return [f"{tally.raw_without_extra} of them camera RAW, which needs "
+            "pip install 'scenetool[raw]'"]
 
 
 def _walk_notes(walked) -> list[str]:

@@ -1,7 +1,9 @@
-"""Recognising and decoding images: what counts as one, and turning a file into model input.
+"""Decoding images: turning a file into model input, the one decoder every command uses.
 
-Every failure becomes a `DecodeError` with a short reason meant for people ("truncated
-image data", "not an image"), never a traceback.
+Every format Pillow opens (HEIC/HEIF and JPEG XL through their plugins, AVIF through Pillow's
+own), and camera RAW with the `raw` extra (`scenetool.inputs.raw`); which files are
+candidates is `scenetool.inputs.formats`. Every failure becomes a `DecodeError` with a short
+reason meant for people ("truncated image data", "not an image"), never a traceback.
 """
 
 from __future__ import annotations
@@ -13,9 +15,18 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from scenetool.errors import DecodeError
+from scenetool.inputs.formats import (
+    PREFIX,
+    claimed_format,
+    format_name,
+    is_candidate,
+    is_raw,
+    not_decoded,
+    register_plugins,
+)
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff"})
+__all__ = ["MAX_PIXELS", "DecodeError", "is_candidate", "load_image", "open_rgb"]
+
 # Pillow's own warning threshold (about 89 megapixels); above it we refuse the file rather
 # than spend seconds and gigabytes on what is most likely a decompression bomb.
 MAX_PIXELS = 89_478_485
@@ -23,29 +34,6 @@ _RESAMPLE = {
     "nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
     "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING,
 }
-
-
-def sniff(head: bytes) -> bool:
-    """Whether the first bytes of a file are those of an image format we decode."""
-    return (
-        head.startswith(b"\xff\xd8\xff")  # JPEG
-        or head.startswith(b"\x89PNG\r\n\x1a\n")
-        or head.startswith((b"GIF87a", b"GIF89a"))
-        or head.startswith(b"BM")
-        or (head.startswith(b"RIFF") and head[8:12] == b"WEBP")
-        or head.startswith((b"II*\x00", b"MM\x00*"))  # TIFF
-    )
-
-
-def is_candidate(path: str | os.PathLike) -> bool:
-    """An image by its extension (any case), or else by its magic bytes."""
-    if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
-        return True
-    try:
-        with open(path, "rb") as f:
-            return sniff(f.read(12))
-    except OSError:
-        return False
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -76,21 +64,32 @@ def open_rgb(path: str | os.PathLike, at_least: tuple[int, int],
              max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode `path` as an upright RGB image, or raise DecodeError with a one-line reason.
 
-    EXIF orientation is applied and the first frame of an animation is used. A large JPEG
-    is decoded at a reduced scale (`Image.draft`, DCT scaling) no smaller than `at_least`
-    (width, height), which costs a fraction of a full decode. The classifier and the
-    contact sheet's thumbnails both decode through here.
+    EXIF orientation is applied. Of a file with several images the one Pillow opens first
+    is used: the first frame of an animation or the first page of a TIFF, the largest size
+    of an icon (ICO, ICNS) and the composite of a PSD. Where a format allows it the image is
+    decoded at a reduced size no smaller than `at_least` (width, height), `Image.draft`: a
+    JPEG at 1/2, 1/4 or 1/8 scale (DCT scaling), a HEIC from its embedded thumbnail. Camera
+    RAW goes to `scenetool.inputs.raw` (its embedded preview, or LibRaw's half-size decode).
+    The classifier, the contact sheet's thumbnails, sort, evaluate, the engines and the
+    training loader all decode through here.
     """
     try:
         if os.path.getsize(path) == 0:
             raise DecodeError("empty file (0 bytes)")
+        if is_raw(path):
+            from scenetool.inputs.raw import open_raw
+
+            return open_raw(path, at_least)
+        register_plugins()
         with Image.open(path) as opened:
+            why = not_decoded(opened.format)
+            if why:
+                raise DecodeError(f"unsupported format: {format_name(opened.format)}, {why}")
             w, h = opened.size
             if w * h > max_pixels:
                 raise DecodeError(_bomb(f"{w}x{h}", max_pixels))
-            if opened.format == "JPEG":
-                opened.draft("RGB", at_least)
             opened.seek(0)
+            opened.draft("RGB", at_least)
             opened.load()
             im = _to_rgb(ImageOps.exif_transpose(opened) or opened)
             # The opened image is closed on leaving this block; return one that outlives it
@@ -109,16 +108,41 @@ def open_rgb(path: str | os.PathLike, at_least: tuple[int, int],
         pixels = f"{int(found.group(1)):,}" if found else "too many"
         raise DecodeError(_bomb(pixels, max_pixels)) from None
     except UnidentifiedImageError:
-        raise DecodeError("not an image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        text = str(exc).strip() or type(exc).__name__
-        if "truncated" in text:
-            raise DecodeError("truncated image data") from None
-        raise DecodeError(f"corrupt image: {text}"[:200]) from None
-    except Exception as exc:  # noqa: BLE001 - a malformed file can make Pillow raise anything
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise DecodeError(f"corrupt image ({type(exc).__name__}{': ' if text else ''}"
-                          f"{text})"[:200]) from None
+        raise DecodeError(_unidentified(path)) from None
+    except Exception as exc:  # noqa: BLE001 - a malformed file can make a decoder raise anything
+        raise DecodeError(_reason(exc)) from None
+
+
+def _unidentified(path: str | os.PathLike) -> str:
+    """Why Pillow could not open a file: a known format's signature means a damaged file."""
+    try:
+        with open(path, "rb") as f:
+            fmt = claimed_format(f.read(PREFIX))
+    except OSError:
+        fmt = None
+    if fmt is None:
+        return "not an image (unknown or corrupt format)"
+    return f"truncated or corrupt {format_name(fmt)} file (its header cannot be read)"
+
+
+_TRUNCATED = ("truncated", "end of file", "unexpected end", "premature end")
+_UNSUPPORTED = ("unsupported", "not supported", "unimplemented", "unknown pixel format")
+
+
+def _reason(exc: BaseException) -> str:
+    """A decoder's exception as one short line for people."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else ""
+    lowered = text.lower()
+    if any(word in lowered for word in _TRUNCATED) or isinstance(exc, EOFError):
+        return "truncated image data"
+    if any(word in lowered for word in _UNSUPPORTED):
+        return f"unsupported image variant: {line}"[:200]
+    if "generic error" in lowered and "libjxl" in lowered:  # pillow-jxl-plugin says no more
+        return "corrupt or truncated JPEG XL data"
+    if isinstance(exc, (OSError, SyntaxError, ValueError)):
+        return f"corrupt image: {line or type(exc).__name__}"[:200]
+    return f"corrupt image ({type(exc).__name__}{': ' if line else ''}{line})"[:200]
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "bilinear",

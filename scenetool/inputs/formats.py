@@ -19,6 +19,8 @@ from functools import lru_cache
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from scenetool.constants import RAW_HINT  # noqa: F401 - re-exported: the reason without the extra
+
 # Camera RAW files, read with the `raw` extra (rawpy/LibRaw). LibRaw publishes no list of
 # extensions, so this is the one kept by hand: the makers' names for their RAW files.
 RAW_EXTENSIONS = frozenset({
@@ -27,9 +29,9 @@ RAW_EXTENSIONS = frozenset({
     ".mrw", ".nef", ".nrw", ".orf", ".ori", ".pef", ".ptx", ".pxn", ".raf", ".raw", ".rw2",
     ".rwl", ".rwz", ".sr2", ".srf", ".srw", ".x3f",
 })
-RAW_HINT = "camera RAW: install scenetool[raw]"
-# Registered for opening, but never decoded here (see the module's docstring).
-NOT_DECODED = frozenset({"EPS", "MPEG"})
+# Registered for opening, but never decoded here (see the module's docstring), and why.
+NOT_DECODED = {"EPS": "PostScript, which needs the Ghostscript program",
+               "MPEG": "a video, not a photo"}
 # Names people know the formats by, where Pillow's own differs.
 FORMAT_NAMES = {"HEIF": "HEIC/HEIF", "JXL": "JPEG XL", "JPEG2000": "JPEG 2000", "TGA": "Targa"}
 # Pillow reads this much of a file to pick a plugin; so do we.
@@ -60,9 +62,17 @@ def register_plugins() -> None:
 
 
 def _decodable(fmt: str) -> bool:
-    factory = Image.OPEN[fmt][0]
-    stub = isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile)
-    return fmt not in NOT_DECODED and not stub
+    return not_decoded(fmt) is None
+
+
+def not_decoded(fmt: str | None) -> str | None:
+    """Why an opened format is not decoded here, or None when it is."""
+    if fmt in NOT_DECODED:
+        return NOT_DECODED[fmt]
+    factory = Image.OPEN.get(fmt or "", (None, None))[0]
+    if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+        return "it needs a decoder that Pillow does not ship"
+    return None
 
 
 @lru_cache(maxsize=1)

@@ -17,8 +17,8 @@ import os
 
 from PIL import Image
 
+from scenetool.constants import RAW_HINT
 from scenetool.errors import DecodeError
-from scenetool.inputs.formats import RAW_HINT
 
 # LibRaw's flip (bit 0: mirror left-right, bit 1: top-bottom, bit 2: swap axes, the
 # dcraw convention) as the EXIF orientation that means the same, then Pillow's transpose.

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from scenetool.inputs.decode import IMAGE_EXTENSIONS, is_candidate
+from scenetool.inputs.formats import candidate_extensions, is_candidate
 from scenetool.paths import shown, store_key
 
 
@@ -105,7 +105,7 @@ def _walk_dir(root: str, recursive: bool, seen: set[tuple[int, int]],
                 else:
                     stats.skipped += 1
             elif entry.is_symlink():  # dangling: report it if it is named like an image
-                if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                if os.path.splitext(entry.name)[1].lower() in candidate_extensions():
                     stats.candidates += 1
                     yield Item(entry.path, error="broken symbolic link")
                 else:
