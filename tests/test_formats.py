@@ -4,6 +4,7 @@ for files that cannot be read."""
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -58,8 +59,6 @@ def _save_in(fmt: str, im: Image.Image, path: Path) -> Image.Image:
 
 
 def classify_csv(*paths: Path, extra: tuple[str, ...] = ()) -> tuple[int, dict[str, dict], str]:
-    import csv
-
     result = CliRunner().invoke(cli, ["classify", *map(str, paths), "--csv", "-", *extra])
     assert "Traceback" not in result.output
     rows = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(result.stdout))}
@@ -77,6 +76,7 @@ def test_candidate_extensions_come_from_pillow_and_plugins():
         candidate_extensions() - ours)
 
 
+@pytest.mark.filterwarnings("ignore:IM image format is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("fmt", writable_formats())
 def test_every_writable_format_is_classified_as_its_png(tmp_path, fmt):
     folder = tmp_path / "photos"
@@ -240,3 +240,22 @@ def test_html_thumbnails_decode_the_new_formats(tmp_path):
     html = sheet.read_text()
     assert html.count("data:image/") >= 3
     assert "not an image" not in html
+
+
+def test_a_fresh_process_reads_phone_formats_and_truncated_heic_exits_1(tmp_path):
+    """As a user runs it: the plugins are registered by scenetool itself, not by a test."""
+    from test_process import run
+
+    folder = tmp_path / "phone"
+    make_image(folder / "IMG_0001.HEIC", "red", size=(120, 90))
+    make_image(folder / "IMG_0002.avif", "green", size=(120, 90))
+    make_image(folder / "IMG_0003.jxl", "blue", size=(120, 90))
+    data = _random_heic(tmp_path / "full.heic")
+    (folder / "IMG_0004.heic").write_bytes(data[: len(data) // 2])
+    result = run("classify", str(folder), "--csv", "-")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(result.stdout))}
+    assert {n: r["label"] or r["error"] for n, r in rows.items()} == {
+        "IMG_0001.HEIC": "red", "IMG_0002.avif": "green", "IMG_0003.jxl": "blue",
+        "IMG_0004.heic": "truncated image data"}
