@@ -4,13 +4,21 @@ The exporter (`train.export`) writes these keys and the runtime reads them back;
 module is the one place that names them. Every value is JSON-encoded text.
 
 Required: labels (in output order), image_size ([height, width]), channel_order ("RGB"),
-value_range ([0, 255]), resize ("bilinear", ...), layout ("NHWC"). Everything else
-(arch, val_accuracy, training_data, created, scenetool_version) is descriptive.
+value_range ([0, 255]), resize ("bilinear", ...), layout ("NHWC").
+
+Optional: unknown, the "not a scene" rule: {"output": the graph output holding one scene
+score per image, "threshold": below it the label is `unknown`, ...} plus how the threshold
+was fitted (method, keep, fitted_on, checked_on), which the runtime only shows. A model
+without it labels every image with one of its labels, as before.
+
+Everything else (arch, val_accuracy, training_data, created, scenetool_version) is
+descriptive.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +26,35 @@ from scenetool.errors import MetadataError
 
 REQUIRED = ("labels", "image_size", "channel_order", "value_range", "resize", "layout")
 RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+UNKNOWN_KEY = "unknown"
+PROBS_OUTPUT = "probs"  # the output holding the probabilities (else the first output)
+SCORE_OUTPUT = "scene_score"  # the output name the exporter gives the scene score
+
+
+@dataclass(frozen=True)
+class UnknownRule:
+    """Below `threshold` on the graph output `output`, an image is not a scene."""
+
+    output: str
+    threshold: float
+    details: dict[str, Any] = field(default_factory=dict)  # method, keep, fitted_on, ...
+
+    def to_json(self) -> dict[str, Any]:
+        return {"output": self.output, "threshold": self.threshold, **self.details}
+
+    @classmethod
+    def from_json(cls, value: Any) -> UnknownRule:
+        if not isinstance(value, dict):
+            raise MetadataError("model metadata unknown must be an object")
+        output, threshold = value.get("output"), value.get("threshold")
+        if not isinstance(output, str) or not output:
+            raise MetadataError("model metadata unknown.output must name a graph output")
+        if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                or not math.isfinite(threshold)):
+            raise MetadataError(
+                f"model metadata unknown.threshold must be a finite number, not {threshold!r}")
+        details = {k: v for k, v in value.items() if k not in ("output", "threshold")}
+        return cls(output, float(threshold), details)
 
 
 @dataclass(frozen=True)
@@ -29,6 +66,7 @@ class ModelMeta:
     resize: str = "bilinear"
     layout: str = "NHWC"
     extra: dict[str, Any] = field(default_factory=dict)  # arch, val_accuracy, ...
+    unknown: UnknownRule | None = None
 
     def to_props(self) -> dict[str, str]:
         """The metadata_props to write into the ONNX file: every value JSON-encoded."""
@@ -41,6 +79,8 @@ class ModelMeta:
             "layout": self.layout,
             **self.extra,
         }
+        if self.unknown is not None:
+            props[UNKNOWN_KEY] = self.unknown.to_json()
         return {k: json.dumps(v) for k, v in props.items()}
 
     @classmethod
@@ -80,7 +120,9 @@ class ModelMeta:
         if values["layout"] not in ("NHWC", "NCHW"):
             raise MetadataError(
                 f"model metadata layout must be NHWC or NCHW, not {values['layout']}")
-        extra = {k: v for k, v in values.items() if k not in REQUIRED}
+        unknown = (UnknownRule.from_json(values[UNKNOWN_KEY]) if UNKNOWN_KEY in values
+                   else None)
+        extra = {k: v for k, v in values.items() if k not in (*REQUIRED, UNKNOWN_KEY)}
         return cls(tuple(labels), (size[0], size[1]), order,
                    (float(vrange[0]), float(vrange[1])), values["resize"], values["layout"],
-                   extra)
+                   extra, unknown)

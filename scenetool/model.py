@@ -17,7 +17,7 @@ import numpy as np
 
 from scenetool.constants import MODEL_ENV, MODEL_FILE
 from scenetool.errors import MetadataError, ModelError
-from scenetool.metadata import ModelMeta
+from scenetool.metadata import PROBS_OUTPUT, ModelMeta
 
 # Providers in order of preference; only those this onnxruntime build has are used.
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider")
@@ -119,11 +119,13 @@ class ModelInfo:
             "resize": self.meta.resize,
             "layout": self.meta.layout,
             **{k: v for k, v in self.meta.extra.items()},
+            **({"unknown": self.meta.unknown.to_json()} if self.meta.unknown else {}),
         }
 
 
 class SceneModel:
-    """An opened scenetool ONNX model: `predict` turns a batch of images into probabilities.
+    """An opened scenetool ONNX model: `predict` turns a batch of images into probabilities,
+    `predict_scored` into probabilities and, when the model has one, a "scene score" each.
 
     `threads` sets onnxruntime's intra-op threads (None: onnxruntime's default, all cores).
     """
@@ -170,10 +172,17 @@ class SceneModel:
             raise ModelError(f"{self.path}: input is {spatial[0]}x{spatial[1]} but the metadata "
                              f"says {self.meta.image_size[0]}x{self.meta.image_size[1]}")
         self.input_name = inputs[0].name
-        self.output_name = outputs[0].name
-        n_out = outputs[0].shape[-1] if outputs[0].shape else None
+        names = [o.name for o in outputs]
+        probs = outputs[names.index(PROBS_OUTPUT)] if PROBS_OUTPUT in names else outputs[0]
+        self.output_name = probs.name
+        n_out = probs.shape[-1] if probs.shape else None
         if isinstance(n_out, int) and n_out != len(self.meta.labels):
             raise ModelError(f"{self.path}: {n_out} outputs but {len(self.meta.labels)} labels")
+        rule = self.meta.unknown
+        if rule is not None and rule.output not in names:
+            raise ModelError(f"{self.path}: the metadata's unknown rule reads the output "
+                             f"{rule.output!r}, which the graph lacks")
+        self.score_name = rule.output if rule is not None else None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -195,16 +204,31 @@ class SceneModel:
             input_shape=list(self.session.get_inputs()[0].shape),
             output_name=self.output_name, meta=self.meta)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, H, W, 3) images in the model's value range and channel order -> probs."""
+    @property
+    def unknown_threshold(self) -> float | None:
+        """The scene score below which an image is `unknown`; None: the model has no rule."""
+        return self.meta.unknown.threshold if self.meta.unknown else None
+
+    def _run(self, names: list[str], batch: np.ndarray) -> list[np.ndarray]:
         if self.meta.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         try:
-            (probs,) = self.session.run([self.output_name], {self.input_name: batch})
+            return self.session.run(names, {self.input_name: batch})
         except Exception as exc:  # onnxruntime's errors are untyped
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"inference failed with {self.path.name}: {first[:200]}") from None
-        return probs
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, H, W, 3) images in the model's value range and channel order -> probs."""
+        return self._run([self.output_name], batch)[0]
+
+    def predict_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and the scene scores (None for a model without the score), computed
+        in one run of the graph."""
+        if self.score_name is None:
+            return self.predict(batch), None
+        probs, scores = self._run([self.output_name, self.score_name], batch)
+        return probs, np.asarray(scores, np.float32).reshape(len(probs))
 
 
 def open_model(explicit: str | os.PathLike | None = None, threads: int | None = None) -> SceneModel:

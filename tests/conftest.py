@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny ONNX model built with the onnx helper API, and image makers.
 
 The tiny model labels an image by its dominant colour (red, green or blue): it averages
-each channel and applies a softmax, so its answers are known in advance.
+each channel and applies a softmax, so its answers are known in advance. Built with
+`unknown_threshold`, it also outputs a scene score, the energy logsumexp(logits): about 17
+for a saturated red, green or blue photo, about 11 for a mid-grey one, so a threshold of
+14 calls grey photos `unknown` and coloured ones not.
 """
 
 from __future__ import annotations
@@ -13,17 +16,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scenetool.metadata import ModelMeta
+from scenetool.metadata import SCORE_OUTPUT, ModelMeta, UnknownRule
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 210)}
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 210),
+           "grey": (128, 128, 128)}
 LABELS = ("red", "green", "blue")
 SIZE = (32, 32)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "intel"
 
 
 def build_tiny_model(path: Path, labels=LABELS, size=SIZE, meta: ModelMeta | None = None,
-                     props: dict[str, str] | None = None) -> Path:
-    """Write the colour model to `path`; `props` replaces the metadata when given."""
+                     props: dict[str, str] | None = None,
+                     unknown_threshold: float | None = None) -> Path:
+    """Write the colour model to `path`; `props` replaces the metadata when given; with
+    `unknown_threshold`, a scene-score output and the metadata's unknown rule too."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -36,15 +42,21 @@ def build_tiny_model(path: Path, labels=LABELS, size=SIZE, meta: ModelMeta | Non
         helper.make_node("MatMul", ["mean", "w"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
     ]
+    outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", k])]
+    if unknown_threshold is not None:
+        nodes.append(helper.make_node("ReduceLogSumExp", ["logits"], [SCORE_OUTPUT], axes=[1],
+                                      keepdims=0))
+        outputs.append(helper.make_tensor_value_info(SCORE_OUTPUT, TensorProto.FLOAT, ["N"]))
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size[0], size[1], 3])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", k])],
-        [numpy_helper.from_array(weights, "w")])
+        outputs, [numpy_helper.from_array(weights, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    rule = (UnknownRule(SCORE_OUTPUT, unknown_threshold, {"method": "energy", "keep": 0.95})
+            if unknown_threshold is not None else None)
     meta = meta or ModelMeta(labels=tuple(labels), image_size=size,
-                             extra={"arch": "tiny-colour"})
+                             extra={"arch": "tiny-colour"}, unknown=rule)
     for key, value in (props if props is not None else meta.to_props()).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

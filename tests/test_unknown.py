@@ -1,0 +1,81 @@
+"""`unknown` for photos that are not scenes: the model contract and the runtime.
+
+The conftest colour model built with `unknown_threshold=14` outputs the energy of its
+logits as a scene score: saturated red, green and blue photos score 15-17, grey ones 11.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import build_tiny_model
+
+from scenetool.errors import MetadataError, ModelError
+from scenetool.metadata import ModelMeta, UnknownRule
+from scenetool.model import SceneModel
+
+THRESHOLD = 14.0
+
+
+@pytest.fixture
+def scored_model(tmp_path):
+    return build_tiny_model(tmp_path / "scored.onnx", unknown_threshold=THRESHOLD)
+
+
+def _props(**unknown) -> dict[str, str]:
+    props = ModelMeta(labels=("a", "b"), image_size=(8, 8)).to_props()
+    props["unknown"] = json.dumps(unknown)
+    return props
+
+
+def test_unknown_rule_round_trips_through_the_metadata():
+    rule = UnknownRule("scene_score", -3.5, {"method": "energy", "keep": 0.95})
+    meta = ModelMeta(labels=("a", "b"), image_size=(8, 8), unknown=rule)
+    back = ModelMeta.from_props(meta.to_props())
+    assert back.unknown == rule
+    assert "unknown" not in back.extra
+
+
+def test_a_model_without_the_rule_has_none():
+    assert ModelMeta.from_props(ModelMeta(labels=("a",), image_size=(8, 8)).to_props()).unknown \
+        is None
+
+
+@pytest.mark.parametrize("unknown, message", [
+    ({"threshold": 1.0}, "unknown.output must name a graph output"),
+    ({"output": "s", "threshold": "high"}, "unknown.threshold must be a finite number"),
+    ({"output": "s", "threshold": float("nan")}, "unknown.threshold must be a finite number"),
+    ({"output": "s", "threshold": True}, "unknown.threshold must be a finite number"),
+])
+def test_a_bad_rule_is_a_metadata_error(unknown, message):
+    with pytest.raises(MetadataError, match=message):
+        ModelMeta.from_props(_props(**unknown))
+
+
+def test_predict_scored_returns_probabilities_and_scores(scored_model):
+    model = SceneModel(scored_model)
+    assert model.unknown_threshold == THRESHOLD
+    x = np.zeros((2, 32, 32, 3), np.float32)
+    x[0] = (220, 30, 30)
+    x[1] = 128
+    probs, scores = model.predict_scored(x)
+    assert probs.shape == (2, 3) and np.allclose(probs, model.predict(x))
+    assert scores.shape == (2,)
+    assert scores[0] > THRESHOLD > scores[1]
+    assert scores[1] == pytest.approx(128 * 20 / 255 + np.log(3), abs=1e-3)
+
+
+def test_a_model_without_the_score_predicts_no_scores(tiny_model):
+    model = SceneModel(tiny_model)
+    probs, scores = model.predict_scored(np.zeros((1, 32, 32, 3), np.float32))
+    assert scores is None and model.unknown_threshold is None and probs.shape == (1, 3)
+
+
+def test_a_rule_naming_a_missing_output_is_a_model_error(tmp_path):
+    meta = ModelMeta(labels=("red", "green", "blue"), image_size=(32, 32),
+                     unknown=UnknownRule("scene_score", 1.0))
+    path = build_tiny_model(tmp_path / "liar.onnx", meta=meta)
+    with pytest.raises(ModelError, match="reads the output 'scene_score', which the graph lacks"):
+        SceneModel(path)
