@@ -73,11 +73,11 @@ def work(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def fitted(work) -> dict:
-    """A 2-epoch `tiny` run, killed (KeyboardInterrupt) right after epoch 1's checkpoint and
-    state were written, then continued with --resume."""
+    """A 2-epoch `tiny` run with a weight average, killed (KeyboardInterrupt) right after
+    epoch 1's checkpoint and state were written, then continued with --resume."""
     args = ["fit", "--arch", "tiny", "--data", work["data"], "--runs", work["runs"],
             "--name", "tiny", "--image-size", SIZE, "--epochs", 2, "--batch-size", BATCH,
-            "--no-jit", "--patience", 0]
+            "--no-jit", "--patience", 0, "--ema", 0.9]
     write_json = fit_mod._write_json
 
     def stop_after_first_epoch(path: Path, obj) -> None:
@@ -139,6 +139,48 @@ def test_fit_resumes_where_it_stopped(fitted):
     model = keras.models.load_model(run / "last.keras")
     steps = metrics["n_train"] // BATCH
     assert int(model.optimizer.iterations.numpy()) == 2 * steps
+
+
+def test_fit_keeps_the_weight_average(fitted):
+    import keras
+
+    run = fitted["run"]
+    with (run / "history.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [0.0 <= float(r["ema_val_accuracy"]) <= 1.0 for r in rows] == [True, True]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["ema"] == 0.9
+    assert metrics["ema_val_accuracy"] == float(rows[-1]["ema_val_accuracy"])
+    averaged = keras.models.load_model(run / "ema.keras", compile=False)
+    last = keras.models.load_model(run / "last.keras", compile=False)
+    assert [w.shape for w in averaged.get_weights()] == [w.shape for w in last.get_weights()]
+    assert any(not np.allclose(a, b) for a, b in zip(averaged.get_weights(),
+                                                      last.get_weights(), strict=True))
+
+
+def test_weight_average_update(tmp_path):
+    import keras
+
+    from train.ema import WeightAverage, decay_at
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    before = [np.full(w.shape, 1.0, np.float32) for w in model.get_weights()]
+    model.set_weights(before)
+    model.save(tmp_path / "ema.keras")
+    average = WeightAverage(0.99)
+    average.start(model, tmp_path / "ema.keras")  # a resumed run starts from the saved average
+    model.set_weights([np.full(w.shape, 3.0, np.float32) for w in before])
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(5)  # the update after step 4: decay min(0.99, 5/14)
+    average.set_model(model)
+    average.on_train_batch_end(0)
+    d = decay_at(0.99, 4)
+    assert d == pytest.approx(5 / 14)
+    for avg in average.shadow:
+        assert np.allclose(avg, d * 1.0 + (1 - d) * 3.0)
+    assert np.allclose(average.averaged(model).get_weights()[0], d + (1 - d) * 3.0)
+    assert decay_at(0.99, 10_000) == 0.99
 
 
 def test_resume_drops_history_rows_of_an_unfinished_epoch(tmp_path):

@@ -51,6 +51,7 @@ class FitConfig:
     jit: bool = True
     cache_dir: str = ""
     max_train: int = 0  # use only N training images, a seeded sample (smoke runs); 0 = all
+    ema: float = 0.0  # decay of the weight average kept as ema.keras (train.ema); 0 = off
 
     @property
     def epochs(self) -> int:
@@ -97,7 +98,7 @@ def parse_phases(text: str, epochs: int | None) -> list[tuple[int, int]]:
 
 
 HISTORY_FIELDS = ["epoch", "image_size", "loss", "accuracy", "val_loss", "val_accuracy",
-                  "lr", "seconds"]
+                  "lr", "seconds", "ema_val_accuracy"]
 
 
 def _lr_schedule(cfg: FitConfig, steps_per_epoch: int):
@@ -148,6 +149,16 @@ def _start_history(path: Path, epochs_done: int) -> None:
         writer = csv.DictWriter(f, HISTORY_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _accuracy(model, dataset) -> float:
+    """Top-1 accuracy of `model` on a dataset of (images, one-hot labels) batches."""
+    right = total = 0
+    for x, y in dataset.as_numpy_iterator():
+        pred = np.asarray(model(x, training=False)).argmax(axis=1)
+        right += int((pred == y.argmax(axis=1)).sum())
+        total += len(y)
+    return right / max(total, 1)
 
 
 def default_split_path(cfg: FitConfig) -> Path:
@@ -227,7 +238,13 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     else:
         model = _build(cfg, num_classes, steps_per_epoch)
     aug = AugmentConfig(mixup=cfg.mixup, cutmix=cfg.cutmix)
-    progress = _step_progress(steps_per_epoch)
+    callbacks, average = _step_progress(steps_per_epoch), None
+    if cfg.ema:
+        from train.ema import EMA_CHECKPOINT, WeightAverage
+
+        average = WeightAverage(cfg.ema)
+        average.start(model, run / EMA_CHECKPOINT if resume else None)
+        callbacks.append(average)
     history_path = run / "history.csv"
     _start_history(history_path, state["epochs_done"])
 
@@ -243,14 +260,20 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
                               num_classes=num_classes)
         started = time.perf_counter()
         h = model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
-                      verbose=0, callbacks=progress).history
+                      verbose=0, callbacks=callbacks).history
         seconds = time.perf_counter() - started
         lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         row = {"epoch": epoch + 1, "image_size": size, "lr": lr, "seconds": round(seconds, 1)}
         row.update({k: float(h[k][-1]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")})
+        if average is not None:
+            averaged = average.averaged(model)
+            row["ema_val_accuracy"] = state["ema_val_accuracy"] = _accuracy(averaged, val_ds)
+            _save(averaged, run / EMA_CHECKPOINT)
         print(f"epoch {epoch + 1}/{cfg.epochs} at {size}px: loss {row['loss']:.3f}, accuracy "
               f"{row['accuracy']:.1%}, validation loss {row['val_loss']:.3f}, accuracy "
-              f"{row['val_accuracy']:.1%} ({seconds:.0f} s)", file=sys.stderr)
+              f"{row['val_accuracy']:.1%}"
+              + (f", weight average {row['ema_val_accuracy']:.1%}" if average else "")
+              + f" ({seconds:.0f} s)", file=sys.stderr)
         with history_path.open("a", newline="") as f:
             csv.DictWriter(f, HISTORY_FIELDS).writerow(row)
         _save(model, run / "last.keras")
@@ -273,6 +296,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         "best_epoch": state["best_epoch"],
         "best_val_accuracy": state["best_val_accuracy"],
         "train_seconds": round(state["seconds"], 1),
+        **({"ema": cfg.ema, "ema_val_accuracy": state.get("ema_val_accuracy")} if cfg.ema else {}),
         "n_train": len(split.train),
         "n_val": len(split.val),
         "classes": list(folder.classes),

@@ -7,6 +7,7 @@ the commands that draw. Every function writes one PNG, making its folder when ne
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def counts_chart(counts: dict[str, dict[str, int]], out: str | Path, title: str)
 
 
 def read_history(run: Path) -> dict[str, list[float]]:
-    """history.csv as columns of floats (empty lists for a run with no epoch yet)."""
+    """history.csv as columns of floats (empty lists for a run with no epoch yet); a value a
+    row lacks (ema_val_accuracy of a run without --ema) is NaN, a gap in a curve."""
     cols: dict[str, list[float]] = {}
     path = Path(run) / "history.csv"
     if not path.exists():
@@ -61,7 +63,7 @@ def read_history(run: Path) -> dict[str, list[float]]:
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             for key, value in row.items():
-                cols.setdefault(key, []).append(float(value))
+                cols.setdefault(key, []).append(float(value) if value else math.nan)
     return cols
 
 
