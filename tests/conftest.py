@@ -18,8 +18,8 @@ from PIL import Image
 
 from scenetool.metadata import SCORE_OUTPUT, ModelMeta, UnknownRule
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 210),
-           "grey": (128, 128, 128)}
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 210)}
+SHADES = {**COLOURS, "grey": (128, 128, 128)}  # what make_image paints: grey is no label
 LABELS = ("red", "green", "blue")
 SIZE = (32, 32)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "intel"
@@ -85,7 +85,7 @@ def make_image(path: Path, colour: str = "red", size=(48, 40), fmt: str | None =
     """A solid-colour image with a little noise, saved in the format its suffix says."""
     rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
     arr = np.empty((size[1], size[0], 3), np.uint8)
-    arr[:] = COLOURS[colour]
+    arr[:] = SHADES[colour]
     arr = np.clip(arr.astype(int) + rng.integers(-10, 10, arr.shape), 0, 255).astype(np.uint8)
     im = Image.fromarray(arr, "RGB")
     if mode != "RGB":
