@@ -52,8 +52,8 @@ class Reuse:
     """Earlier results copied into this run, a batch per transaction, then read back as
     rows of this run."""
 
-    def __init__(self, store: Store, run_id: int, batch_size: int):
-        self.store, self.run_id, self.batch_size = store, run_id, batch_size
+    def __init__(self, store: Store, run_id: int, batch_size: int, top_k: int):
+        self.store, self.run_id, self.batch_size, self.top_k = store, run_id, batch_size, top_k
         self.waiting: list[int] = []  # result ids not yet copied
         self.ready: list[Row] = []  # copied, not yet yielded
 
@@ -66,7 +66,8 @@ class Reuse:
         if not self.waiting:
             return
         self.store.reuse(self.run_id, self.waiting)
-        self.ready += [dataclasses.replace(row, run_id=self.run_id, reused=True)
+        self.ready += [dataclasses.replace(row, run_id=self.run_id, reused=True,
+                                           top_k=row.top_k[:self.top_k])
                        for row in self.store.rows_by_id(self.waiting)]
         self.waiting = []
 
@@ -80,7 +81,8 @@ class ClassifyJob:
     yielded, a batch per transaction.
 
     With `force` False, a file whose path, size and mtime match an earlier good result by
-    the same model is not classified again: that result is copied into this run.
+    the same model, stored with at least as many top-k labels as asked for, is not
+    classified again: that result is copied into this run.
     """
 
     def __init__(self, model: SceneModel, store: Store, paths: Sequence[str],
@@ -100,7 +102,7 @@ class ClassifyJob:
     def __iter__(self) -> Iterator[Row]:
         self.run_id = self.store.start_run(self.model.sha256, str(self.model.path),
                                            self.arguments)
-        reuse = Reuse(self.store, self.run_id, self.settings.batch_size)
+        reuse = Reuse(self.store, self.run_id, self.settings.batch_size, self._top_k())
         for batch in self.engine.batches(self._to_classify(reuse)):
             self._commit(batch)
             yield from self._counted(reuse.take())
@@ -118,11 +120,16 @@ class ClassifyJob:
             else:
                 reuse.add(done)
 
+    def _top_k(self) -> int:
+        """How many labels each result holds: --top-k, at most the model's label count."""
+        return max(1, min(self.settings.top_k, len(self.model.labels)))
+
     def _stored(self, item: Item) -> int | None:
         """The id of a stored result this run may reuse for `item`, if any."""
         if self.force or item.error is not None:
             return None
-        return self.store.find_done(self.model.sha256, item.path, item.size, item.mtime)
+        return self.store.find_done(self.model.sha256, item.path, item.size, item.mtime,
+                                    self._top_k())
 
     def _commit(self, results: list[Result]) -> None:
         self.store.add_results(self.run_id or 0, [

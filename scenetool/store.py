@@ -197,13 +197,15 @@ class Store:
             raise StoreError(f"cannot write to store {self.path}: {exc}") from None
 
     def find_done(self, model_sha256: str, path: str, size: int | None,
-                  mtime: float | None) -> int | None:
-        """The id of an earlier good result for this unchanged file and model, if any."""
+                  mtime: float | None, top_k: int = 1) -> int | None:
+        """The id of an earlier good result for this unchanged file and model that holds at
+        least `top_k` labels, if any (one stored with a smaller --top-k cannot answer)."""
         r = self.db.execute(
             "SELECT results.id FROM results JOIN runs ON runs.id = results.run"
             " WHERE results.path = ? AND runs.model_sha256 = ? AND results.error IS NULL"
-            " AND results.size IS ? AND results.mtime IS ? ORDER BY results.id DESC LIMIT 1",
-            (path, model_sha256, size, mtime)).fetchone()
+            " AND results.size IS ? AND results.mtime IS ?"
+            " AND json_array_length(results.top_k) >= ? ORDER BY results.id DESC LIMIT 1",
+            (path, model_sha256, size, mtime, top_k)).fetchone()
         return int(r[0]) if r else None
 
     def reuse(self, run_id: int, result_ids: list[int]) -> None:

@@ -148,26 +148,61 @@ def make_broken(folder: Path) -> None:
 
 def test_bad_inputs_are_reported_and_the_rest_classified(tmp_path, photos):
     make_broken(photos / "broken")
-    missing = tmp_path / "missing.jpg"
     export = tmp_path / "out.csv"
-    result = invoke("classify", str(photos), str(missing), "--csv", str(export))
+    result = invoke("classify", str(photos), "--csv", str(export))
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     rows = {Path(r["path"]).name: r for r in csv_rows(export.read_text())}
-    for name, reason in {**BROKEN, "missing.jpg": "no such file or directory"}.items():
+    for name, reason in BROKEN.items():
         assert rows[name]["error"] == reason, name
         assert rows[name]["label"] == ""
         line = next(x for x in result.stdout.splitlines() if name in x)
         assert "failed" in line and reason[:40] in line, (name, line)
     assert {rows[n]["label"] for n in ("r1.jpg", "g1.png", "b1.webp", "r2.JPG")} == {
         "red", "green", "blue"}
-    assert "4 classified, 0 already in the store (--force redoes them), 6 failed" in result.stderr
+    assert "4 classified, 0 already in the store (--force redoes them), 5 failed" in result.stderr
     db = sqlite3.connect(os.environ["SCENETOOL_STORE"])
     stored = dict(db.execute("SELECT path, error FROM results"))
     assert stored[str(photos / "broken" / "cut.jpg")] == "truncated image data"
-    assert stored[str(missing)] == "no such file or directory"
     report = invoke("report")
-    assert "Failed: 6" in report.stdout and "truncated image data" in report.stdout
+    assert "Failed: 5" in report.stdout and "truncated image data" in report.stdout
+
+
+def test_mistyped_path_is_a_usage_error_before_any_run(tmp_path, photos):
+    missing = tmp_path / "phtos"
+    result = invoke("classify", str(photos), str(missing), str(tmp_path / "nope.jpg"))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: no such file or folder: {missing}, {tmp_path / 'nope.jpg'}")
+    assert not Path(os.environ["SCENETOOL_STORE"]).exists(), "no run may be recorded"
+
+
+def test_top_k_larger_than_stored_classifies_again(photos):
+    assert invoke("classify", str(photos)).exit_code == 0
+    wider = invoke("classify", str(photos), "--top-k", "3", "--csv", "-")
+    assert "4 classified, 0 already in the store" in wider.stderr
+    assert all(len(json.loads(r["top_k"])) == 3 for r in csv_rows(wider.stdout))
+    narrower = invoke("classify", str(photos), "--top-k", "2", "--csv", "-")
+    assert "0 classified, 4 already in the store" in narrower.stderr
+    assert all(len(json.loads(r["top_k"])) == 2 for r in csv_rows(narrower.stdout))
+    # More than the model has labels: every label is all there is, so the store answers.
+    most = invoke("classify", str(photos), "--top-k", "9")
+    assert "0 classified, 4 already in the store" in most.stderr
+
+
+def test_piped_table_has_no_padding_and_no_empty_column(photos, monkeypatch):
+    monkeypatch.delenv("COLUMNS")
+    result = invoke("classify", str(photos))
+    lines = result.stdout.splitlines()
+    assert lines and all(line == line.rstrip() for line in lines)
+    assert lines[0].split() == ["path", "label", "confidence"], "no empty note column"
+    (photos / "bad.jpg").write_text("not an image")
+    failed = invoke("classify", str(photos))
+    assert failed.stdout.splitlines()[0].split() == ["path", "label", "confidence", "note"]
+    summary = failed.stderr.splitlines()[-1]
+    assert summary.startswith("5 image(s): 0 classified, 4 already in the store (--force "
+                              "redoes them), 1 failed; 1 non-image file(s) skipped. Run 2 in ")
+    assert summary.endswith("images/s)."), "the summary is one line, not wrapped"
 
 
 @pytest.mark.skipif(not chmod_works(), reason="file permissions do not bind root")

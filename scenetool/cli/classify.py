@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -17,10 +18,12 @@ from scenetool.cli.options import (
     open_model,
     open_store,
     pipeline_options,
+    say,
     stderr,
     stdout,
     store_option,
 )
+from scenetool.errors import UsageError
 
 
 @click.command("classify", cls=Command)
@@ -54,6 +57,7 @@ def command(paths: tuple[str, ...], recursive: bool, top_k: int, min_confidence:
     from scenetool.engines.common import Settings
     from scenetool.job import ClassifyJob
 
+    _check_paths(paths)
     model = open_model(model_path)
     store = open_store(store_path)
     exporters = open_exports(csv_target, json_target)
@@ -82,8 +86,8 @@ def command(paths: tuple[str, ...], recursive: bool, top_k: int, min_confidence:
             if progress:
                 progress.stop()
             kept = store.count(job.run_id) if job.run_id else 0
-            err.print(f"interrupted: {kept} results kept in run {job.run_id} of {store.path}",
-                      style="yellow", highlight=False)
+            say(err, f"interrupted: {kept} results kept in run {job.run_id} of {store.path}",
+                "yellow")
             sys.exit(130)
         finally:
             for exporter in exporters:
@@ -93,6 +97,14 @@ def command(paths: tuple[str, ...], recursive: bool, top_k: int, min_confidence:
                    err if to_stdout else out, err)
     if job.tally.failed:
         sys.exit(1)
+
+
+def _check_paths(paths: tuple[str, ...]) -> None:
+    """A PATH that is not there at all is a typo: a usage error before any run is recorded.
+    (A dangling symlink is there; it is classified as a failed file.)"""
+    missing = [path for path in paths if not os.path.lexists(path)]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
 
 
 def _result_table(console: Console, model, top_k: int):
@@ -144,19 +156,18 @@ def _progress(err: Console, quiet: bool) -> Iterator[_Progress | None]:
 def _print_summary(job, labels, paths, store_path, seconds: float, tables: Console,
                    err: Console) -> None:
     """The per-class table (on `tables`) and the one-line summary on stderr."""
-    from scenetool.outputs.table import tally_table
+    from scenetool.outputs.table import emit, tally_table
 
     tally = job.tally
-    tables.print(tally_table(tally, labels))
+    emit(tables, tally_table(tally, labels))
     if tally.total == 0:
-        err.print("no images found in " + ", ".join(paths), style="yellow", highlight=False)
-    err.print(
+        say(err, "no images found in " + ", ".join(paths), "yellow")
+    say(err,
         f"{tally.total} image(s): {tally.classified} classified, "
         f"{tally.reused} already in the store (--force redoes them), {tally.failed} failed"
         + "".join(f"; {note}" for note in _raw_note(tally) + _walk_notes(tally.walk))
         + f". Run {job.run_id} in {store_path} ({seconds:.1f} s, "
-        f"{tally.classified / max(seconds, 1e-9):.0f} images/s).", highlight=False,
-        markup=False)
+        f"{tally.classified / max(seconds, 1e-9):.0f} images/s).")
 
 
 def _raw_note(tally) -> list[str]:

@@ -9,7 +9,7 @@ import sys
 import click
 
 from scenetool.cli import Command
-from scenetool.cli.options import open_model, pipeline_options, stderr, stdout
+from scenetool.cli.options import open_model, pipeline_options, say, stderr, stdout
 from scenetool.errors import OutputError
 from scenetool.paths import shown
 
@@ -30,7 +30,7 @@ def command(folder: str, json_target: str | None, png_target: str | None, batch_
     """
     from scenetool.engines.common import Settings
     from scenetool.evaluate import confusion_png, score
-    from scenetool.outputs.table import scores_tables
+    from scenetool.outputs.table import emit, scores_tables
 
     if png_target and importlib.util.find_spec("matplotlib") is None:
         raise click.BadParameter("needs matplotlib: pip install 'scenetool[plot]'",
@@ -42,9 +42,9 @@ def command(folder: str, json_target: str | None, png_target: str | None, batch_
     to_stdout = json_target == "-"
     console = stderr() if to_stdout else stdout()
     for table in scores_tables(scores):
-        console.print(table)
+        emit(console, table)
     for path, reason in failed:
-        stderr().print(f"failed: {shown(path)}: {reason}", style="red", highlight=False)
+        say(stderr(), f"failed: {shown(path)}: {reason}", "red")
     if json_target:
         _write_json(scores.as_dict(), json_target)
     if png_target:

@@ -27,9 +27,11 @@ def command(as_json: bool, model_path: str | None) -> None:
         return
     from rich.table import Table
 
+    from scenetool.outputs.table import emit
+
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in details.items():
         table.add_row(key, value if isinstance(value, str) else json.dumps(value))
-    stdout().print(table)
+    emit(stdout(), table)

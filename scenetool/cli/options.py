@@ -59,6 +59,11 @@ def stderr() -> Console:
     return Console(file=sys.stderr, stderr=True)
 
 
+def say(console: Console, text: str, style: str | None = None) -> None:
+    """One message line: never wrapped mid-sentence, never read as markup."""
+    console.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
+
+
 def open_model(model_path: str | None):
     from scenetool.model import open_model as _open
 

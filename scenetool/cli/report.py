@@ -9,6 +9,7 @@ from scenetool.cli.options import (
     export_options,
     open_exports,
     open_store,
+    say,
     stderr,
     stdout,
     store_option,
@@ -41,7 +42,7 @@ def command(run_id: int | None, all_runs: bool, csv_target: str | None,
         scenetool report --html sheet.html
     """
     from scenetool.outputs.report import Summary
-    from scenetool.outputs.table import run_header, summary_tables
+    from scenetool.outputs.table import emit, run_header, summary_tables
 
     if run_id is not None and all_runs:
         raise UsageError("--run and --all exclude each other")
@@ -59,9 +60,9 @@ def command(run_id: int | None, all_runs: bool, csv_target: str | None,
         for exporter in exporters:
             exporter.close()
     console = stderr() if to_stdout else stdout()
-    console.print(run_header(run, str(store.path), summary.total), highlight=False)
+    say(console, run_header(run, str(store.path), summary.total))
     for table in summary_tables(summary):
-        console.print(table)
+        emit(console, table)
     if html_target:
         _contact_sheet(store, run, html_target, html_limit, low)
 
@@ -82,4 +83,4 @@ def _contact_sheet(store, run, target: str, limit: int, low: float) -> None:
         info = write_contact_sheet(store, run, target, limit=limit, low_threshold=low)
     except OSError as exc:
         raise OutputError.writing(target, exc) from None
-    stderr().print(info, highlight=False)
+    say(stderr(), info)

@@ -11,6 +11,7 @@ from scenetool.cli.options import (
     open_model,
     open_store,
     pipeline_options,
+    say,
     stderr,
     stdout,
     store_option,
@@ -49,6 +50,7 @@ def command(src: str, dest: str, copy_: bool, move: bool, link: bool, min_confid
     from scenetool.engines.common import Settings
     from scenetool.errors import UsageError
     from scenetool.job import ClassifyJob
+    from scenetool.outputs.table import emit
     from scenetool.sort import Action, Sorter, sort_table, walk_roots
 
     if copy_ + move + link > 1:
@@ -68,21 +70,19 @@ def command(src: str, dest: str, copy_: bool, move: bool, link: bool, min_confid
             rows = list(job)
         tally = sorter.place_all(rows)
     except KeyboardInterrupt:
-        err.print(f"interrupted: {sorter.tally.total} image(s) placed; run the same sort "
-                  "again to finish", style="yellow", highlight=False, markup=False)
+        say(err, f"interrupted: {sorter.tally.total} image(s) placed; run the same sort "
+            "again to finish", "yellow")
         sys.exit(130)
-    stdout().print(sort_table(tally, action, dry_run))
+    emit(stdout(), sort_table(tally, action, dry_run))
     for path, reason in tally.failed:
-        err.print(f"failed: {shown(path)}: {reason}", style="red", highlight=False,
-                  markup=False, soft_wrap=True)
+        say(err, f"failed: {shown(path)}: {reason}", "red")
     done = sum(tally.done.values())
     verb = f"would be {action.done}" if dry_run else action.done
-    err.print(
+    say(err,
         f"{tally.total} image(s): {done} {verb}, {sum(tally.already.values())} already there, "
         f"{len(tally.failed)} failed (left in place)"
         + (f", {tally.inside_dest} already inside DEST" if tally.inside_dest else "")
         + f". Run {job.run_id} in {store.path}: {job.tally.classified} classified, "
-        f"{job.tally.reused} from the store.", highlight=False, markup=False,
-        soft_wrap=True)
+        f"{job.tally.reused} from the store.")
     if tally.failed:
         sys.exit(1)

@@ -29,7 +29,9 @@ class ResultTable:
     """Rows printed a chunk at a time (header on the first chunk only).
 
     Columns: path, label, confidence, and a details column that holds the runners-up
-    (with --top-k) or, for a failed file, the reason.
+    (with --top-k) or, for a failed file, the reason. Without --top-k the details column
+    is there only in chunks that have a failed file, so a table with nothing to note has no
+    empty column; the other columns have fixed widths, so chunks line up either way.
     """
 
     CHUNK = 50
@@ -57,18 +59,33 @@ class ResultTable:
         table.add_column("path", width=self.path_width, overflow="fold")
         table.add_column("label", width=self.label_width, overflow="fold")
         table.add_column("confidence", width=self.conf_width, justify="right")
-        table.add_column("runners-up" if self.top_k > 1 else "note", width=self.details_width,
-                         overflow="fold")
+        with_details = self.top_k > 1 or any(row.error for row in self.rows)
+        if with_details:
+            table.add_column("runners-up" if self.top_k > 1 else "note",
+                             width=self.details_width, overflow="fold")
         for row in self.rows:
             if row.error:
                 label, details = Text("failed", style="red"), Text(row.error, style="red")
             else:
                 label = Text(row.label or "", style="yellow" if row.label == UNKNOWN else "")
                 details = Text(", ".join(f"{lab} {p:.1%}" for lab, p in row.top_k[1:]))
-            table.add_row(shown(row.path), label, confidence_text(row.confidence), details)
-        self.console.print(table)
+            cells = [shown(row.path), label, confidence_text(row.confidence)]
+            table.add_row(*cells, *([details] if with_details else []))
+        emit(self.console, table)
         self.printed_header = True
         self.rows.clear()
+
+
+def emit(console: Console, renderable: object) -> None:
+    """Print to a terminal as rich does; to a pipe or a file without the spaces rich pads
+    every line with up to the table's width."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as capture:
+        console.print(renderable)
+    console.file.write("".join(line.rstrip() + "\n" for line in capture.get().splitlines()))
+    console.file.flush()
 
 
 def tally_table(tally: Tally, labels: Sequence[str]) -> Table:
