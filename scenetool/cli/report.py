@@ -25,7 +25,8 @@ from scenetool.errors import OutputError, StoreError, UsageError
 @click.option("--html", "html_target", metavar="FILE",
               help="Write a self-contained HTML contact sheet.")
 @click.option("--html-limit", type=click.IntRange(1), default=2000, show_default=True,
-              help="Most thumbnails per class in the contact sheet.")
+              help="Most thumbnails in each section of the contact sheet (each class, and "
+                   "the low-confidence one).")
 @click.option("--low", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Confidence below which an image is listed as doubtful.")
 @store_option
