@@ -58,18 +58,19 @@ class Reuse:
         self.ready: list[Row] = []  # copied, not yet yielded
 
     def add(self, result_id: int) -> None:
+        """Note one result to copy; a batch's worth is copied at once."""
         self.waiting.append(result_id)
-        if len(self.waiting) >= self.batch_size:
+        if len(self.waiting) == self.batch_size:
             self.flush()
 
     def flush(self) -> None:
-        if not self.waiting:
-            return
-        self.store.reuse(self.run_id, self.waiting)
-        self.ready += [dataclasses.replace(row, run_id=self.run_id, reused=True,
-                                           top_k=row.top_k[:self.top_k])
-                       for row in self.store.rows_by_id(self.waiting)]
-        self.waiting = []
+        """Copy the waiting results into this run (one transaction) and read them back."""
+        ids, self.waiting = self.waiting, []
+        if ids:
+            self.store.reuse(self.run_id, ids)
+            self.ready += [dataclasses.replace(row, run_id=self.run_id, reused=True,
+                                               top_k=row.top_k[:self.top_k])
+                           for row in self.store.rows_by_id(ids)]
 
     def take(self) -> list[Row]:
         rows, self.ready = self.ready, []

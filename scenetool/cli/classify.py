@@ -162,12 +162,13 @@ def _print_summary(job, labels, paths, store_path, seconds: float, tables: Conso
     emit(tables, tally_table(tally, labels))
     if tally.total == 0:
         say(err, "no images found in " + ", ".join(paths), "yellow")
-    say(err,
+    summary = (
         f"{tally.total} image(s): {tally.classified} classified, "
         f"{tally.reused} already in the store (--force redoes them), {tally.failed} failed"
         + "".join(f"; {note}" for note in _raw_note(tally) + _walk_notes(tally.walk))
         + f". Run {job.run_id} in {store_path} ({seconds:.1f} s, "
         f"{tally.classified / max(seconds, 1e-9):.0f} images/s).")
+    say(err, summary)
 
 
 def _raw_note(tally) -> list[str]:

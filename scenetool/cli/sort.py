@@ -6,16 +6,7 @@ import sys
 
 import click
 
-from scenetool.cli import Command
-from scenetool.cli.options import (
-    open_model,
-    open_store,
-    pipeline_options,
-    say,
-    stderr,
-    stdout,
-    store_option,
-)
+from scenetool.cli import Command, options
 from scenetool.paths import shown
 
 
@@ -28,8 +19,8 @@ from scenetool.paths import shown
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, metavar="P",
               show_default=True, help="Below this confidence an image goes to DEST/unknown/.")
 @click.option("--dry-run", is_flag=True, help="Say what would be done; write no file.")
-@pipeline_options
-@store_option
+@options.pipeline_options
+@options.store_option
 def command(src: str, dest: str, copy_: bool, move: bool, link: bool, min_confidence: float,
             dry_run: bool, batch_size: int, threads: int, model_path: str | None,
             store_path: str | None) -> None:
@@ -57,9 +48,9 @@ def command(src: str, dest: str, copy_: bool, move: bool, link: bool, min_confid
         raise UsageError("--copy, --move and --link exclude each other")
     action = Action.MOVE if move else Action.LINK if link else Action.COPY
     roots = walk_roots(src, dest)
-    model = open_model(model_path)
-    store = open_store(store_path)
-    err = stderr()
+    model = options.open_model(model_path)
+    store = options.open_store(store_path)
+    err = options.stderr()
     settings = Settings(batch_size=batch_size, threads=threads, min_confidence=min_confidence)
     arguments = {"command": "sort", "src": src, "dest": dest, "action": action.value,
                  "min_confidence": min_confidence, "dry_run": dry_run}
@@ -70,19 +61,20 @@ def command(src: str, dest: str, copy_: bool, move: bool, link: bool, min_confid
             rows = list(job)
         tally = sorter.place_all(rows)
     except KeyboardInterrupt:
-        say(err, f"interrupted: {sorter.tally.total} image(s) placed; run the same sort "
-            "again to finish", "yellow")
+        options.say(err, f"interrupted: {sorter.tally.total} image(s) placed; run the same "
+                    "sort again to finish", "yellow")
         sys.exit(130)
-    emit(stdout(), sort_table(tally, action, dry_run))
+    emit(options.stdout(), sort_table(tally, action, dry_run))
     for path, reason in tally.failed:
-        say(err, f"failed: {shown(path)}: {reason}", "red")
+        options.say(err, f"failed: {shown(path)}: {reason}", "red")
     done = sum(tally.done.values())
     verb = f"would be {action.done}" if dry_run else action.done
-    say(err,
+    summary = (
         f"{tally.total} image(s): {done} {verb}, {sum(tally.already.values())} already there, "
         f"{len(tally.failed)} failed (left in place)"
         + (f", {tally.inside_dest} already inside DEST" if tally.inside_dest else "")
         + f". Run {job.run_id} in {store.path}: {job.tally.classified} classified, "
         f"{job.tally.reused} from the store.")
+    options.say(err, summary)
     if tally.failed:
         sys.exit(1)
