@@ -46,3 +46,12 @@ class OutputError(ScenetoolError):
     @classmethod
     def writing(cls, target: object, exc: OSError) -> OutputError:
         return cls(f"cannot write {target}: {exc.strerror or exc}")
+
+
+class SidecarError(ScenetoolError):
+    """An XMP sidecar scenetool will not touch: not XML, not XMP, or with a DTD. It is left
+    exactly as it is; one photo fails, not the run."""
+
+
+class FolderGone(ScenetoolError):
+    """A watched folder was deleted, moved away or replaced."""

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from scenetool.errors import SidecarError
 from scenetool.outputs import xmp
 
 EXIFTOOL = shutil.which("exiftool")
@@ -166,7 +167,7 @@ def test_a_sidecar_that_is_not_xmp_is_left_untouched(tmp_path, reason):
     sidecar.write_bytes(BAD_SIDECARS[reason])
     stat = sidecar.stat()
     for tag in (FOREST, None):
-        with pytest.raises(xmp.SidecarError, match=reason):
+        with pytest.raises(SidecarError, match=reason):
             xmp.update(str(sidecar), tag)
     assert sidecar.read_bytes() == BAD_SIDECARS[reason]
     assert sidecar.stat().st_mtime_ns == stat.st_mtime_ns

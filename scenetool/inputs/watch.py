@@ -15,15 +15,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from scenetool.errors import ScenetoolError
+from scenetool.errors import FolderGone
 from scenetool.paths import shown, store_key
 
 # Names that copy tools, browsers and sync clients give files they have not finished.
 PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", "~")
-
-
-class FolderGone(ScenetoolError):
-    """A watched folder was deleted, moved away or replaced."""
 
 
 @dataclass(frozen=True)

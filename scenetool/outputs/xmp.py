@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from scenetool.errors import ScenetoolError
+from scenetool.errors import SidecarError
 from scenetool.fsutil import write_bytes
 
 X = "adobe:ns:meta/"
@@ -36,10 +36,6 @@ NAMINGS = ("ext", "stem")
 OWN_SUBJECT = "subject"
 OWN_HIERARCHICAL = "hierarchicalSubject"
 PROPERTIES = ("label", "confidence", "modelSha256")
-
-
-class SidecarError(ScenetoolError):
-    """A sidecar scenetool will not touch: not XML, not XMP, or with a DTD. Left as it is."""
 
 
 class Outcome(enum.Enum):
