@@ -1,7 +1,33 @@
 """scenetool: sort photos of scenes into buildings, forest, glacier, mountain, sea and street.
 
-Importing the package is cheap: onnxruntime is loaded when a model is opened, and
-TensorFlow never is.
+    import scenetool
+
+    for result in scenetool.classify("photos"):
+        print(result.path, result.label, f"{result.confidence:.0%}")
+
+The API (`classify`, `watch`, `open_model`; see `scenetool.api`) loads on first use, so
+importing the package is cheap: onnxruntime and numpy are loaded when a model is opened,
+and TensorFlow never is.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+__all__ = ["classify", "watch", "open_model", "__version__"]
+
+if TYPE_CHECKING:
+    from scenetool.api import classify, open_model, watch
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("classify", "watch", "open_model"):
+        from scenetool import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'scenetool' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -83,12 +83,16 @@ class ClassifyJob:
 
     With `force` False, a file whose path, size and mtime match an earlier good result by
     the same model, stored with at least as many top-k labels as asked for, is not
-    classified again: that result is copied into this run.
+    classified again: that result is copied into this run. With `store` None nothing is
+    kept: every image is classified and `run_id` stays None. `more` gives further lists of
+    files to classify into the same run once the walk is done (a watched folder's new
+    images); each list is finished before the next is asked for.
     """
 
-    def __init__(self, model: SceneModel, store: Store, paths: Sequence[str],
+    def __init__(self, model: SceneModel, store: Store | None, paths: Sequence[str],
                  settings: Settings = Settings(), recursive: bool = True, force: bool = False,
-                 arguments: dict | None = None, engine: Engine | None = None):
+                 arguments: dict | None = None, engine: Engine | None = None,
+                 more: Iterable[Sequence[str]] = ()):
         self.model, self.store, self.paths = model, store, list(paths)
         self.settings, self.recursive, self.force = settings, recursive, force
         self.arguments = arguments or {}
@@ -97,24 +101,32 @@ class ClassifyJob:
 
             engine = LocalEngine(model, settings)
         self.engine = engine
+        self.more = more
         self.tally = Tally()
         self.run_id: int | None = None
 
     def __iter__(self) -> Iterator[Row]:
-        self.run_id = self.store.start_run(self.model.sha256, str(self.model.path),
-                                           self.arguments)
-        reuse = Reuse(self.store, self.run_id, self.settings.batch_size, self._top_k())
-        for batch in self.engine.batches(self._to_classify(reuse)):
+        if self.store is not None:
+            self.run_id = self.store.start_run(self.model.sha256, str(self.model.path),
+                                               self.arguments)
+        yield from self._classify(walk(self.paths, self.recursive, self.tally.walk))
+        for paths in self.more:
+            yield from self._classify(walk(paths, False, self.tally.walk))
+        if self.store is not None:
+            self.store.finish_run(self.run_id)
+
+    def _classify(self, items: Iterable[Item]) -> Iterator[Row]:
+        reuse = Reuse(self.store, self.run_id or 0, self.settings.batch_size, self._top_k())
+        for batch in self.engine.batches(self._to_classify(items, reuse)):
             self._commit(batch)
             yield from self._counted(reuse.take())
             yield from self._counted(self._row(result) for result in batch)
         reuse.flush()
         yield from self._counted(reuse.take())
-        self.store.finish_run(self.run_id)
 
-    def _to_classify(self, reuse: Reuse) -> Iterator[Item]:
+    def _to_classify(self, items: Iterable[Item], reuse: Reuse) -> Iterator[Item]:
         """The walked items the store cannot answer; the others go to `reuse`."""
-        for item in walk(self.paths, self.recursive, self.tally.walk):
+        for item in items:
             done = self._stored(item)
             if done is None:
                 yield item
@@ -127,12 +139,14 @@ class ClassifyJob:
 
     def _stored(self, item: Item) -> int | None:
         """The id of a stored result this run may reuse for `item`, if any."""
-        if self.force or item.error is not None:
+        if self.force or item.error is not None or self.store is None:
             return None
         return self.store.find_done(self.model.sha256, item.path, item.size, item.mtime,
                                     self._top_k())
 
     def _commit(self, results: list[Result]) -> None:
+        if self.store is None:
+            return
         self.store.add_results(self.run_id or 0, [
             (r.item.path, r.item.size, r.item.mtime, r.label, r.confidence,
              [list(t) for t in r.top_k] or None, r.error) for r in results])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -124,7 +125,8 @@ class ModelInfo:
 
 
 class SceneModel:
-    """An opened scenetool ONNX model: `predict` turns a batch of images into probabilities,
+    """An opened scenetool ONNX model: `load` decodes an image file as the model wants it,
+    `predict` turns a batch of such images into probabilities, one column per label, and
     `predict_scored` into probabilities and, when the model has one, a "scene score" each.
 
     `threads` sets onnxruntime's intra-op threads (None: onnxruntime's default, all cores).
@@ -218,8 +220,32 @@ class SceneModel:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"inference failed with {self.path.name}: {first[:200]}") from None
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, H, W, 3) images in the model's value range and channel order -> probs."""
+    def load(self, path: str | os.PathLike) -> np.ndarray:
+        """Decode an image file into a uint8 (height, width, 3) array of `image_size`, in
+        the model's channel order: the classifier's own decoder. Raises DecodeError."""
+        from scenetool.inputs.decode import load_image
+
+        meta = self.meta
+        return load_image(path, meta.image_size, meta.resize, meta.channel_order)
+
+    def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities (N, len(labels)) for N images of `image_size`.
+
+        `images` are decoded images as `load` gives them: uint8 (N, H, W, 3), or a sequence
+        of (H, W, 3) arrays, scaled here into the model's value range; float32 input is
+        taken as already scaled (the engines fill a float32 batch buffer themselves).
+        """
+        batch = np.stack(images) if not isinstance(images, np.ndarray) else images
+        height, width = self.meta.image_size
+        if batch.ndim != 4 or batch.shape[1:] != (height, width, 3):
+            raise ModelError(f"predict takes images of shape (N, {height}, {width}, 3); "
+                             f"got {batch.shape}")
+        if batch.dtype != np.float32:
+            from scenetool.engines.common import to_input
+
+            scaled = np.empty(batch.shape, np.float32)
+            to_input(batch, self.meta, scaled)
+            batch = scaled
         return self._run([self.output_name], batch)[0]
 
     def predict_scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
