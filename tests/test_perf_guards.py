@@ -120,7 +120,7 @@ def test_start_up_loads_no_heavy_module():
     and the training stack load only when a command needs them (TensorFlow never)."""
     code = (
         "import sys\n"
-        "heavy = ('onnxruntime', 'numpy', 'tensorflow', 'keras', 'tf2onnx')\n"
+        "heavy = ('onnxruntime', 'numpy', 'tensorflow', 'keras', 'tf2onnx', 'lxml', 'watchdog')\n"
         "import scenetool.cli\n"
         "print('IMPORT', sorted(m for m in heavy if m in sys.modules))\n"
         "sys.argv = ['scenetool', '--version']\n"

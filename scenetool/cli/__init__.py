@@ -52,9 +52,9 @@ def cli() -> None:
 
 def _register() -> None:
     """Add the commands (their modules import `Command` from here, defined above)."""
-    from scenetool.cli import classify, evaluate, info, report, sort
+    from scenetool.cli import classify, evaluate, info, report, sort, tag
 
-    for module in (classify, report, info, evaluate, sort):
+    for module in (classify, report, info, evaluate, sort, tag):
         cli.add_command(module.command)
 
 

@@ -36,6 +36,13 @@ def pipeline_options(fn: Callable) -> Callable:
     return model_option(fn)
 
 
+def sidecar_option(fn: Callable) -> Callable:
+    return click.option(
+        "--sidecar-name", type=click.Choice(["ext", "stem"]), default="ext", show_default=True,
+        help="XMP sidecar beside each photo: PHOTO.EXT.xmp (ext: darktable, digiKam) or "
+             "PHOTO.xmp (stem: Lightroom, Capture One).")(fn)
+
+
 def export_options(what: str) -> Callable[[Callable], Callable]:
     """--csv and --json (FILE or - for stdout), worded for `what` the command writes."""
     def decorate(fn: Callable) -> Callable:
