@@ -3,14 +3,23 @@ so 'not before it has stopped growing' is checked without racing the machine's l
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import make_image
 
-from scenetool.inputs.watch import FolderGone, Watcher, signature
+from scenetool.errors import FolderGone
+from scenetool.inputs.watch import Watcher, signature
+from scenetool.outputs import xmp
 
 SETTLE = 2.0
 
@@ -126,3 +135,116 @@ def test_a_watched_folder_that_goes_away_is_reported(tmp_path, how):
                 folder.mkdir()
         with pytest.raises(FolderGone, match="watched folder disappeared: "):
             next(watcher.batches(poll=0.01))
+
+
+# -- scenetool classify DIR --watch, as a real process ---------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+WATCH_SETTLE = "1.5"
+
+
+class Watching:
+    """`scenetool classify FOLDER --watch --json -` running; its JSON lines and stderr are
+    collected as they come."""
+
+    def __init__(self, folder: Path, *args: str):
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # A shell that runs CI in the background leaves SIGINT ignored in its children:
+        # give this one the default, as a terminal would.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "scenetool", "classify", str(folder), "--watch",
+             "--settle", WATCH_SETTLE, "--json", "-", *args], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self.rows: list[dict] = []
+        self.err: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, True)),
+                         threading.Thread(target=self._read, args=(self.proc.stderr, False))]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream, rows: bool) -> None:
+        for line in stream:
+            if rows:
+                self.rows.append(json.loads(line))
+            else:
+                self.err.append(line)
+
+    def wait_for(self, condition, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.proc.poll() is None, f"exited {self.proc.returncode}: {self.err}"
+            assert time.monotonic() < deadline, f"no {what}; stderr: {self.err}"
+            time.sleep(0.05)
+
+    def end(self, timeout: float = 30) -> tuple[int, str]:
+        code = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        return code, "".join(self.err)
+
+
+def copy_slowly(source: Path, target: Path, chunks: int = 6, pause: float = 0.15) -> None:
+    """Copy as a slow link would: chunk by chunk, each within the settle time."""
+    data = source.read_bytes()
+    step = -(-len(data) // chunks)
+    with open(target, "wb") as f:
+        for start in range(0, len(data), step):
+            f.write(data[start:start + step])
+            f.flush()
+            time.sleep(pause)
+
+
+def test_watch_classifies_photos_copied_in_once_each_after_they_are_complete(tmp_path):
+    folder = tmp_path / "incoming"
+    make_image(folder / "already.png", "green")
+    sources = {name: make_image(tmp_path / "camera" / name, colour, size=(400, 300))
+               for name, colour in (("p1.jpg", "red"), ("p2.jpg", "blue"),
+                                    ("p3.png", "green"))}
+    db = tmp_path / "watch.db"
+    watching = Watching(folder, "--store", str(db), "--tag")
+    watching.wait_for(lambda: len(watching.rows) == 1, "row for the photo already there")
+    (folder / "day2").mkdir()
+    for name, source in sources.items():
+        copy_slowly(source, folder / "day2" / name)
+    watching.wait_for(lambda: len(watching.rows) == 4, "rows for the photos copied in")
+    time.sleep(float(WATCH_SETTLE) * 2)  # time enough to see a photo twice, if it would be
+    watching.proc.send_signal(signal.SIGINT)
+    code, err = watching.end()
+
+    assert code == 130, err
+    assert "Traceback" not in err
+    labels = {Path(r["path"]).name: (r["label"], r["error"]) for r in watching.rows}
+    assert labels == {"already.png": ("green", None), "p1.jpg": ("red", None),
+                      "p2.jpg": ("blue", None), "p3.png": ("green", None)}
+    assert len(watching.rows) == 4  # each once
+    with sqlite3.connect(db) as con:
+        stored = dict(con.execute("SELECT path, size FROM results"))
+        assert con.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 4
+    for name, source in sources.items():  # classified complete, never half-copied
+        assert stored[str(folder / "day2" / name)] == source.stat().st_size
+        assert xmp.read(str(folder / "day2" / f"{name}.xmp"))["label"] == labels[name][0]
+    assert "4 image(s): 4 classified, 0 already in the store" in err
+    assert "4 photo(s), sidecars: 4 created, 0 failed." in err
+    assert err.rstrip().endswith("stopped watching (Ctrl-C)")
+
+
+def test_a_watched_folder_that_disappears_ends_the_run_with_exit_1(tmp_path):
+    folder = tmp_path / "incoming"
+    make_image(folder / "a.png", "red")
+    watching = Watching(folder, "--store", str(tmp_path / "gone.db"))
+    watching.wait_for(lambda: len(watching.rows) == 1, "row for the photo already there")
+    shutil.rmtree(folder)
+    code, err = watching.end()
+    assert code == 1, err
+    assert "Traceback" not in err
+    assert err.rstrip().splitlines()[-1] == f"Error: watched folder disappeared: {folder}"
+
+
+def test_watch_needs_folders(tmp_path):
+    photo = make_image(tmp_path / "a.png", "red")
+    result = subprocess.run([sys.executable, "-m", "scenetool", "classify", str(photo),
+                             "--watch"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"Error: --watch needs folders; not a folder: {photo}" in result.stderr

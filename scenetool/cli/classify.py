@@ -19,11 +19,13 @@ from scenetool.cli.options import (
     open_store,
     pipeline_options,
     say,
+    sidecar_option,
     stderr,
     stdout,
     store_option,
 )
 from scenetool.errors import UsageError
+from scenetool.paths import shown
 
 
 @click.command("classify", cls=Command)
@@ -37,65 +39,99 @@ from scenetool.errors import UsageError
 @export_options("Also write the results")
 @click.option("--force", is_flag=True, help="Classify again what the store already has.")
 @click.option("-q", "--quiet", is_flag=True, help="No results table; the summary only.")
+@click.option("--watch", is_flag=True,
+              help="Then keep watching the folders: classify each new or changed image once "
+                   "it has stopped changing. Ctrl-C stops.")
+@click.option("--settle", type=click.FloatRange(0.1, 3600), default=2.0, metavar="SECONDS",
+              show_default=True,
+              help="With --watch: how long a file must stay unchanged before it is classified.")
+@click.option("--tag", is_flag=True,
+              help="Also write each label into the photo's XMP sidecar, as scenetool tag does.")
+@sidecar_option
 @pipeline_options
 @store_option
 def command(paths: tuple[str, ...], recursive: bool, top_k: int, min_confidence: float,
             csv_target: str | None, json_target: str | None, force: bool, quiet: bool,
+            watch: bool, settle: float, tag: bool, sidecar_name: str,
             batch_size: int, threads: int, model_path: str | None,
             store_path: str | None) -> None:
     """Label every image under PATH... (files or folders) and store the results.
 
     Images already classified by the same model and unchanged since are taken from the
-    store, not classified again (--force redoes them).
+    store, not classified again (--force redoes them). With --watch, folders are then
+    watched and every image copied in is classified once complete.
 
     \b
     Example:
         scenetool classify ./photos
         scenetool classify ./photos --top-k 3 --csv results.csv
         scenetool classify a.jpg b.png --json - > results.jsonl
+        scenetool classify ./incoming --watch --tag
     """
-    from scenetool.engines.common import Settings
-    from scenetool.job import ClassifyJob
+    from scenetool import api
+    from scenetool.errors import FolderGone
 
     _check_paths(paths)
+    if watch:
+        _check_watch(paths, recursive)
     model = open_model(model_path)
     store = open_store(store_path)
     exporters = open_exports(csv_target, json_target)
     to_stdout = "-" in (csv_target, json_target)
-    settings = Settings(batch_size=batch_size, threads=threads, top_k=top_k,
-                        min_confidence=min_confidence)
-    arguments = {"paths": list(paths), "recursive": recursive, "top_k": top_k,
-                 "min_confidence": min_confidence, "force": force, "batch_size": batch_size}
-    job = ClassifyJob(model, store, paths, settings, recursive, force, arguments)
+    options = {"model": model, "store": store, "top_k": top_k,
+               "min_confidence": min_confidence, "batch_size": batch_size, "threads": threads,
+               "force": force}
+    results = (api.watch(paths, settle=settle, **options) if watch else
+               api.classify(paths, recursive=recursive, **options))
+    tagger = _tagger(sidecar_name, min_confidence) if tag else None
     out, err = stdout(), stderr()
+    if watch:
+        say(err, f"watching {', '.join(shown(p) for p in paths)} for new images (Ctrl-C stops)")
     started = time.perf_counter()
-    with _progress(err, quiet) as progress:
+    with _progress(err, quiet or watch) as progress, results:
         table_console = progress.console if progress and out.is_terminal else out
         table = None if (quiet or to_stdout) else _result_table(table_console, model, top_k)
         try:
-            for row in job:
+            for row in results:
                 if table:
                     table.add(row)
                 for exporter in exporters:
                     exporter.write(row)
+                if tagger:
+                    _tag(tagger, row, err)
                 if progress:
-                    progress.advance(job.tally)
+                    progress.advance(results.tally)
+                if watch:  # rows as they come, not a chunk at a time
+                    if table:
+                        table.flush()
+                    for exporter in exporters:
+                        exporter.flush()
             if table:
                 table.flush()
         except KeyboardInterrupt:
             if progress:
                 progress.stop()
-            kept = store.count(job.run_id) if job.run_id else 0
-            say(err, f"interrupted: {kept} results kept in run {job.run_id} of {store.path}",
-                "yellow")
+            if not watch:
+                kept = store.count(results.run_id) if results.run_id else 0
+                say(err, f"interrupted: {kept} results kept in run {results.run_id} of "
+                    f"{store.path}", "yellow")
+                sys.exit(130)
+            if table:
+                table.flush()
+            _finish(results, model, paths, store, started, to_stdout, out, err, tagger)
+            say(err, "stopped watching (Ctrl-C)", "yellow")
             sys.exit(130)
+        except FolderGone as exc:
+            if table:
+                table.flush()
+            _finish(results, model, paths, store, started, to_stdout, out, err, tagger)
+            say(err, f"Error: {exc}", "red")
+            sys.exit(1)
         finally:
             for exporter in exporters:
                 exporter.close()
-    seconds = time.perf_counter() - started
-    _print_summary(job, model.labels, paths, store.path, seconds,
-                   err if to_stdout else out, err)
-    if job.tally.failed:
+    _finish(results, model, paths, store, started, to_stdout, out, err, tagger)
+    if results.tally.failed or (tagger and tagger.tally.failed):
         sys.exit(1)
 
 
@@ -105,6 +141,39 @@ def _check_paths(paths: tuple[str, ...]) -> None:
     missing = [path for path in paths if not os.path.lexists(path)]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
+
+
+def _check_watch(paths: tuple[str, ...], recursive: bool) -> None:
+    if not recursive:
+        raise UsageError("--watch watches folders with their subfolders: drop --no-recursive")
+    for path in paths:
+        if not os.path.isdir(path):
+            raise UsageError(f"--watch needs folders; not a folder: {shown(path)}")
+
+
+def _tagger(sidecar_name: str, min_confidence: float):
+    from scenetool.tagging import Tagger
+
+    return Tagger(sidecar_name, min_confidence)
+
+
+def _tag(tagger, row, err: Console) -> None:
+    """Write the row's sidecar; a problem is reported at once (the run goes on)."""
+    tagged = tagger.tag(row)
+    if tagged.outcome is None and not row.error:
+        say(err, f"failed: {shown(row.path)}: {tagged.reason}", "red")
+
+
+def _finish(results, model, paths, store, started: float, to_stdout: bool, out: Console,
+            err: Console, tagger) -> None:
+    """The summary tables and lines, after a run or when a watch ends."""
+    seconds = time.perf_counter() - started
+    _print_summary(results, model.labels, paths, store.path, seconds,
+                   err if to_stdout else out, err)
+    if tagger:
+        from scenetool.cli.tag import tally_line
+
+        say(err, tally_line(tagger.tally, False, tagger.min_confidence))
 
 
 def _result_table(console: Console, model, top_k: int):

@@ -52,6 +52,9 @@ class Exporter:
         else:
             self.stream.write(json.dumps(record) + "\n")
 
+    def flush(self) -> None:
+        self.stream.flush()
+
     def close(self) -> None:
         if self._own:
             self.stream.close()
