@@ -147,10 +147,10 @@ class TagTable:
         table = Table(box=box.SIMPLE_HEAD, show_header=not self.printed_header, show_edge=False,
                       pad_edge=False)
         width = max(self.console.width - 40, 40)
-        table.add_column("photo", width=width * 3 // 5, overflow="fold")
+        table.add_column("photo", width=width * 2 // 5, overflow="fold")
         table.add_column("keyword", width=11, overflow="fold")
         table.add_column("confidence", width=10, justify="right")
-        table.add_column("sidecar", width=width - width * 3 // 5, overflow="fold")
+        table.add_column("sidecar", width=width - width * 2 // 5, overflow="fold")
         for t in self.rows:
             if t.outcome is None:
                 keyword, state = Text("failed", style="red"), Text(t.reason or "", style="red")
