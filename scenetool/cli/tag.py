@@ -16,6 +16,7 @@ from scenetool.cli.options import (
     open_model,
     open_store,
     pipeline_options,
+    say,
     sidecar_option,
     stderr,
     stdout,
@@ -77,16 +78,14 @@ def command(paths: tuple[str, ...], recursive: bool, sidecar_name: str, min_conf
                            store_path)
     except KeyboardInterrupt:
         table.flush()
-        err.print(f"interrupted: {tagger.tally.total} photo(s) done; run the same command "
-                  "again to finish", style="yellow", highlight=False, markup=False)
+        say(err, f"interrupted: {tagger.tally.total} photo(s) done; run the same command "
+            "again to finish", "yellow")
         sys.exit(130)
     table.flush()
     tally = tagger.tally
     for path, reason in tally.failed:
-        err.print(f"failed: {shown(path)}: {reason}", style="red", highlight=False,
-                  markup=False, soft_wrap=True)
-    err.print(tally_line(tally, dry_run, min_confidence) + summary, highlight=False,
-              markup=False, soft_wrap=True)
+        say(err, f"failed: {shown(path)}: {reason}", "red")
+    say(err, tally_line(tally, dry_run, min_confidence) + summary)
     if tally.failed:
         sys.exit(1)
 
