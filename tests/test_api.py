@@ -17,7 +17,7 @@ from PIL import Image
 
 import scenetool
 from scenetool.engines import common
-from scenetool.errors import FolderGone, ModelError, ScenetoolError, UsageError
+from scenetool.errors import DecodeError, FolderGone, ModelError, ScenetoolError, UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,9 @@ def test_paths_top_k_min_confidence_and_failures(folder, tmp_path):
     unsure, bad = results
     assert unsure.label == "unknown" and unsure.confidence < 0.9 and len(unsure.top_k) == 3
     assert bad.label is None and bad.confidence is None
-    assert bad.error == "not an image (unknown or corrupt format)"
+    with pytest.raises(DecodeError) as reason:  # the decoder's own one-line reason
+        scenetool.open_model().load(broken)
+    assert bad.error == str(reason.value) and bad.error
     assert list(scenetool.classify(folder, recursive=False))[-1].path.endswith("3-red.jpg")
 
 
