@@ -1,0 +1,199 @@
+"""The model contract: what a model's metadata asks for is what it is fed, and a model
+whose metadata cannot be honoured is refused.
+
+A probe model answers with what it was given: its three outputs are the mean of each input
+channel, so the values the runtime fed it (layout, channel order, value range) can be read
+back from `classify --top-k 3 --json -` exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from conftest import build_tiny_model, make_image
+from onnx import TensorProto, helper
+from PIL import Image
+
+from scenetool.cli import cli
+from scenetool.metadata import MetadataError, ModelMeta
+
+PROBE_LABELS = ("c0", "c1", "c2")  # output i: the mean of input channel i
+HEIGHT, WIDTH = 24, 40  # not square, so a swapped height and width cannot pass
+RGB = (200, 100, 20)  # three different values, so a swapped channel order cannot pass
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def build_probe_model(path: Path, layout: str = "NHWC", channel_order: str = "RGB",
+                      value_range: tuple[float, float] = (0.0, 255.0)) -> Path:
+    """A model whose output i is the mean of input channel i, for the given layout."""
+    if layout == "NHWC":
+        shape, axes = ["N", HEIGHT, WIDTH, 3], [1, 2]
+    else:
+        shape, axes = ["N", 3, HEIGHT, WIDTH], [2, 3]
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["image"], ["means"], axes=axes, keepdims=0)],
+        "probe",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("means", TensorProto.FLOAT, ["N", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = ModelMeta(labels=PROBE_LABELS, image_size=(HEIGHT, WIDTH),
+                     channel_order=channel_order, value_range=value_range, layout=layout)
+    for key, value in meta.to_props().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def fed_to(model: Path, image: Path) -> list[float]:
+    """The per-channel means the model saw for `image` (channel 0 first)."""
+    result = invoke("classify", str(image), "--model", str(model), "--top-k", "3",
+                    "--json", "-")
+    assert result.exit_code == 0, result.output
+    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    means = {t["label"]: t["confidence"] for t in record["top_k"]}
+    return [means[label] for label in PROBE_LABELS]
+
+
+def solid(path: Path, rgb=RGB) -> Path:
+    """A solid PNG of the model's own size: no resize, no compression loss."""
+    Image.new("RGB", (WIDTH, HEIGHT), rgb).save(path)
+    return path
+
+
+def expected(order: str, low: float, high: float) -> list[float]:
+    values = RGB[::-1] if order == "BGR" else RGB
+    return [low + v * (high - low) / 255.0 for v in values]
+
+
+@pytest.mark.parametrize("layout, order, value_range", [
+    ("NHWC", "RGB", (0.0, 255.0)),
+    ("NCHW", "RGB", (0.0, 255.0)),
+    ("NHWC", "BGR", (0.0, 255.0)),
+    ("NHWC", "RGB", (0.0, 1.0)),
+    ("NHWC", "RGB", (-1.0, 1.0)),
+    ("NCHW", "BGR", (-1.0, 1.0)),
+])
+def test_the_model_is_fed_what_its_metadata_asks_for(tmp_path, layout, order, value_range):
+    model = build_probe_model(tmp_path / "probe.onnx", layout, order, value_range)
+    seen = fed_to(model, solid(tmp_path / "solid.png"))
+    assert seen == pytest.approx(expected(order, *value_range), abs=1e-4)
+
+
+def build_colour_model(path: Path, layout: str, order: str,
+                       value_range: tuple[float, float]) -> Path:
+    """The colour classifier as an exporter with these conventions would write it: it
+    expects its input in `layout`, `order` and `value_range` and labels the dominant colour
+    right only when it gets exactly that."""
+    low, high = value_range
+    channels = ("blue", "green", "red") if order == "BGR" else ("red", "green", "blue")
+    shape = (["N", 3, 32, 32], [2, 3]) if layout == "NCHW" else (["N", 32, 32, 3], [1, 2])
+    # Back to 0..255 inside the graph, then the tiny model's own weights.
+    scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [255.0 / (high - low)])
+    offset = helper.make_tensor("offset", TensorProto.FLOAT, [], [-low])
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [3, 3],
+                                 (np.eye(3, dtype=np.float32) * 20.0 / 255.0).ravel())
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=shape[1], keepdims=0),
+        helper.make_node("Add", ["mean", "offset"], ["shifted"]),
+        helper.make_node("Mul", ["shifted", "scale"], ["pixels"]),
+        helper.make_node("MatMul", ["pixels", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes, "colour", [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape[0])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
+        [scale, offset, weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = ModelMeta(labels=channels, image_size=(32, 32), channel_order=order,
+                     value_range=value_range, layout=layout)
+    for key, value in meta.to_props().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_an_nchw_bgr_signed_model_labels_photos_like_the_plain_one(tmp_path, tiny_model):
+    """The same classifier exported the other way round gives the same labels and
+    confidences as the plain NHWC, RGB, 0-255 one. (A missing value-range offset shifts
+    every channel alike, which this softmax cannot see; the probe test above catches it.)"""
+    photos = tmp_path / "photos"
+    for colour in ("red", "green", "blue"):
+        make_image(photos / f"{colour}.png", colour)
+    other = build_colour_model(tmp_path / "other.onnx", "NCHW", "BGR", (-1.0, 1.0))
+
+    def labels(model: Path) -> dict[str, tuple[str, float]]:
+        result = invoke("classify", str(photos), "--model", str(model), "--json", "-",
+                        "--force")
+        assert result.exit_code == 0, result.output
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        return {Path(r["path"]).stem: (r["label"], r["confidence"]) for r in records}
+
+    plain, converted = labels(tiny_model), labels(other)
+    assert {name: label for name, (label, _) in converted.items()} == {
+        "red": "red", "green": "green", "blue": "blue"}
+    for name, (label, confidence) in plain.items():
+        assert converted[name][0] == label
+        assert converted[name][1] == pytest.approx(confidence, abs=1e-4)
+
+
+# -- models the runtime must refuse --------------------------------------------------------
+
+@pytest.mark.parametrize("outputs", [2, 4])
+def test_a_model_with_more_or_fewer_outputs_than_labels_is_refused(tmp_path, outputs):
+    path = build_tiny_model(
+        tmp_path / "mismatch.onnx", labels=tuple(f"l{i}" for i in range(outputs)),
+        props=ModelMeta(labels=("red", "green", "blue"), image_size=(32, 32)).to_props())
+    photo = make_image(tmp_path / "red.png", "red")
+    for args in (["info"], ["classify", str(photo), "--top-k", "3"]):
+        result = invoke(*args, "--model", str(path))
+        assert result.exit_code == 2, result.output
+        assert result.stderr == f"Error: {path}: {outputs} outputs but 3 labels\n"
+
+
+def props(**changes: object) -> dict[str, str]:
+    good = ModelMeta(labels=("red", "green", "blue"), image_size=(32, 32)).to_props()
+    return good | {key: json.dumps(value) for key, value in changes.items()}
+
+
+@pytest.mark.parametrize("labels", [["red", "red", "blue"], ["a", "b", "a"]])
+def test_duplicate_labels_are_refused(labels):
+    with pytest.raises(MetadataError, match="^model metadata labels must be a list of "
+                                            "distinct names$"):
+        ModelMeta.from_props(props(labels=labels))
+
+
+@pytest.mark.parametrize("order", ["bgr", "rgb", "RGBA", "GRB", ""])
+def test_an_unknown_channel_order_is_refused(order):
+    with pytest.raises(MetadataError, match="^model metadata channel_order must be RGB or BGR"):
+        ModelMeta.from_props(props(channel_order=order))
+
+
+def test_a_model_with_duplicate_labels_exits_2_naming_the_reason(tmp_path):
+    path = build_tiny_model(tmp_path / "dup.onnx", props=props(labels=["red", "red", "blue"]))
+    result = invoke("info", "--model", str(path))
+    assert result.exit_code == 2
+    assert result.stderr == (f"Error: {path} is not a scenetool model: model metadata labels "
+                             "must be a list of distinct names\n")
+
+
+def test_a_model_with_a_lowercase_channel_order_exits_2(tmp_path):
+    """'bgr' would otherwise be taken for RGB: every photo fed with red and blue swapped."""
+    path = build_tiny_model(tmp_path / "bgr.onnx", props=props(channel_order="bgr"))
+    result = invoke("classify", str(make_image(tmp_path / "r.png")), "--model", str(path))
+    assert result.exit_code == 2
+    assert result.stderr == (f"Error: {path} is not a scenetool model: model metadata "
+                             "channel_order must be RGB or BGR, not bgr\n")
