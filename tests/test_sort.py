@@ -242,3 +242,29 @@ def test_usage_errors(src, tmp_path):
     result = invoke("sort", str(tmp_path / "missing"), str(tmp_path / "d"))
     assert result.exit_code == 2
     assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("action", ["--copy", "--move", "--link"])
+def test_dry_run_counts_what_the_real_sort_then_does(tmp_path, action):
+    """Two photos share a name; the second is already in DEST as name-1 (an earlier sort).
+    The real sort gives the first the free name and finds the second already there; a dry
+    run must plan the names it hands out the same way, not offer the first's name twice."""
+    src = tmp_path / "photos"
+    first = make_image(src / "a" / "x.png", "red", size=(48, 40))
+    second = make_image(src / "b" / "x.png", "red", size=(30, 30))
+    dest = tmp_path / "sorted"
+    (dest / "red").mkdir(parents=True)
+    if action == "--link":
+        os.symlink(os.path.abspath(second), dest / "red" / "x-1.png")
+    else:
+        (dest / "red" / "x-1.png").write_bytes(second.read_bytes())
+    before = tree(dest)
+    dry = invoke("sort", str(src), str(dest), action, "--dry-run")
+    assert tree(dest) == before and first.exists() and second.exists()
+    real = invoke("sort", str(src), str(dest), action)
+    assert dry.exit_code == real.exit_code == 0, dry.output + real.output
+    assert table_row(dry.stdout, "red") == table_row(real.stdout, "red") == ["1", "1"]
+    verb = {"--copy": "copied", "--move": "moved", "--link": "linked"}[action]
+    assert dry.stderr.startswith(f"2 image(s): 1 would be {verb}, 1 already there, ")
+    assert real.stderr.startswith(f"2 image(s): 1 {verb}, 1 already there, ")
+    assert sorted(tree(dest)) == ["red/x-1.png", "red/x.png"]
