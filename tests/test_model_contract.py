@@ -197,3 +197,60 @@ def test_a_model_with_a_lowercase_channel_order_exits_2(tmp_path):
     assert result.exit_code == 2
     assert result.stderr == (f"Error: {path} is not a scenetool model: model metadata "
                              "channel_order must be RGB or BGR, not bgr\n")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"labels": []}, "model metadata labels must be a list of distinct names"),
+    ({"labels": "red"}, "model metadata labels must be a list of distinct names"),
+    ({"labels": ["red", ""]}, "model metadata labels must be a list of distinct names"),
+    ({"labels": ["red", 3]}, "model metadata labels must be a list of distinct names"),
+    ({"image_size": [32]}, "model metadata image_size must be [height, width], not [32]"),
+    ({"image_size": [0, 32]}, "model metadata image_size must be [height, width], not [0, 32]"),
+    ({"image_size": [32, 2.5]},
+     "model metadata image_size must be [height, width], not [32, 2.5]"),
+    ({"image_size": "32x32"}, "model metadata image_size must be [height, width], not 32x32"),
+    ({"value_range": [0]}, "model metadata value_range must be [low, high], not [0]"),
+    ({"value_range": 255}, "model metadata value_range must be [low, high], not 255"),
+    ({"resize": "cubic"}, "model metadata resize must be one of nearest, bilinear, bicubic, "
+                          "lanczos, box, hamming"),
+    ({"layout": "CHW"}, "model metadata layout must be NHWC or NCHW, not CHW"),
+])
+def test_unusable_metadata_is_refused_with_its_reason(changes, message):
+    with pytest.raises(MetadataError) as info:
+        ModelMeta.from_props(props(**changes))
+    assert str(info.value) == message
+
+
+def test_metadata_that_is_not_json_is_named():
+    with pytest.raises(MetadataError) as info:
+        ModelMeta.from_props(props() | {"labels": "red, green" + "x" * 60})
+    assert str(info.value) == ("model metadata labels is not JSON: "
+                               f"{('red, green' + 'x' * 60)[:40]!r}")
+
+
+def test_metadata_round_trips_with_its_descriptive_keys():
+    """The exporter writes to_props and the runtime reads from_props: nothing is lost,
+    and descriptive keys that are not JSON are kept as text."""
+    meta = ModelMeta(labels=("sea", "street"), image_size=(24, 40), channel_order="BGR",
+                     value_range=(-1.0, 1.0), resize="lanczos", layout="NCHW",
+                     extra={"arch": "tiny", "val_accuracy": 0.5})
+    written = meta.to_props()
+    assert json.loads(written["image_size"]) == [24, 40]
+    assert ModelMeta.from_props(written) == meta
+    read = ModelMeta.from_props(written | {"note": "plain text, not JSON"})
+    assert read.extra == {"arch": "tiny", "val_accuracy": 0.5, "note": "plain text, not JSON"}
+
+
+def test_a_square_size_may_be_one_number():
+    assert ModelMeta.from_props(props(image_size=64)).image_size == (64, 64)
+
+
+def test_info_shows_the_contract_and_the_descriptive_keys(tmp_path):
+    path = build_probe_model(tmp_path / "probe.onnx", "NCHW", "BGR", (-1.0, 1.0))
+    data = json.loads(invoke("info", "--json", "--model", str(path)).stdout)
+    assert {k: data[k] for k in ("labels", "image_size", "channel_order", "value_range",
+                                 "resize", "layout")} == {
+        "labels": list(PROBE_LABELS), "image_size": [HEIGHT, WIDTH], "channel_order": "BGR",
+        "value_range": [-1.0, 1.0], "resize": "bilinear", "layout": "NCHW"}
+    assert data["input"] == {"name": "image", "shape": ["N", 3, HEIGHT, WIDTH]}
+    assert data["output"] == "means"
