@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +15,7 @@ from conftest import make_image
 
 import scenetool.store
 from scenetool.cli import cli
-from scenetool.store import Store
+from scenetool.store import Row, Store
 
 
 def invoke(*args: str):
@@ -105,3 +106,97 @@ def test_store_path_in_a_new_folder_is_created(tmp_path):
     with Store(path):
         pass
     assert Path(path).is_file()
+
+
+def test_results_read_back_as_they_were_written(tmp_path):
+    with Store(tmp_path / "s.db") as store:
+        run = store.start_run("sha-a", "/models/a.onnx", {"command": "classify", "top_k": 2})
+        store.add_results(run, [
+            ("/p/x.jpg", 10, 100.5, "red", 0.875, [["red", 0.875], ["blue", 0.125]], None),
+            ("/p/bad.jpg", 3, 7.25, None, None, None, "truncated image data")])
+        store.finish_run(run)
+        rows = list(store.rows(run))
+        assert rows == [
+            Row(run, "/p/x.jpg", 10, 100.5, "red", 0.875, [("red", 0.875), ("blue", 0.125)],
+                None, "sha-a", False),
+            Row(run, "/p/bad.jpg", 3, 7.25, None, None, [], "truncated image data", "sha-a",
+                False)]
+        saved = store.run(run)
+        assert saved is not None and saved.id == run
+        assert saved.model_sha256 == "sha-a" and saved.model_path == "/models/a.onnx"
+        assert saved.arguments == {"command": "classify", "top_k": 2}
+        started = datetime.fromisoformat(saved.started)
+        assert started.utcoffset() == timedelta(0), "times are stored in UTC"
+        assert saved.finished is not None and saved.finished >= saved.started
+
+
+def test_reused_results_are_copies_marked_as_reused(tmp_path):
+    with Store(tmp_path / "s.db") as store:
+        first = store.start_run("sha-a", "a.onnx", {})
+        store.add_results(first, [("/p/x.jpg", 10, 1.0, "red", 0.9, [["red", 0.9]], None)])
+        done = store.find_done("sha-a", "/p/x.jpg", 10, 1.0)
+        second = store.start_run("sha-a", "a.onnx", {})
+        store.reuse(second, [done])
+        (copy,) = store.rows(second)
+        assert copy == Row(second, "/p/x.jpg", 10, 1.0, "red", 0.9, [("red", 0.9)], None,
+                           "sha-a", True)
+        assert store.run() is not None and store.run().id == second  # the latest run
+        assert store.run(first).id == first and store.run(99) is None
+
+
+def test_rows_without_a_run_are_the_latest_result_of_every_path(tmp_path):
+    with Store(tmp_path / "s.db") as store:
+        one = store.start_run("m", "m.onnx", {})
+        store.add_results(one, [("/a", 1, 1.0, "red", 0.5, None, None),
+                                ("/b", 1, 1.0, "red", 0.5, None, None)])
+        two = store.start_run("m", "m.onnx", {})
+        store.add_results(two, [("/a", 1, 2.0, "blue", 0.7, None, None)])
+        latest = [(r.path, r.run_id, r.label) for r in store.rows()]
+        assert latest == [("/b", one, "red"), ("/a", two, "blue")]
+
+
+def test_rows_by_id_keeps_the_order_asked_for_past_one_query(tmp_path):
+    """Ids are looked up 500 at a time (SQLite limits the parameters of a statement)."""
+    with Store(tmp_path / "s.db") as store:
+        run = store.start_run("m", "m.onnx", {})
+        store.add_results(run, [(f"/p/{i:04d}", i, 1.0, "red", 0.5, None, None)
+                                for i in range(1200)])
+        ids = [r[0] for r in store.db.execute("SELECT id FROM results ORDER BY id")]
+        wanted = ids[::-1] + [10**9]  # an unknown id is left out
+        assert [r.size for r in store.rows_by_id(wanted)] == list(range(1199, -1, -1))
+
+
+def test_a_batch_that_cannot_be_written_is_rolled_back_whole(tmp_path):
+    """One bad row fails the batch with a StoreError; none of its rows stay, and the
+    store takes the next batch (the transaction was closed)."""
+    with Store(tmp_path / "s.db") as store:
+        run = store.start_run("m", "m.onnx", {})
+        with pytest.raises(scenetool.store.StoreError, match="^cannot write to store .*: "
+                                                             "NOT NULL constraint failed"):
+            store.add_results(run, [("/p/good.jpg", 1, 1.0, "red", 0.5, None, None),
+                                    (None, 1, 1.0, "red", 0.5, None, None)])
+        assert list(store.rows(run)) == []
+        store.add_results(run, [("/p/good.jpg", 1, 1.0, "red", 0.5, None, None)])
+        (good,) = [r[0] for r in store.db.execute("SELECT id FROM results")]
+        store.db.execute("CREATE TRIGGER full BEFORE INSERT ON results WHEN NEW.reused"
+                         " BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        with pytest.raises(scenetool.store.StoreError,
+                           match="^cannot write to store .*: disk full$"):
+            store.reuse(run, [good, good])
+        store.db.execute("DROP TRIGGER full")
+        store.reuse(run, [good])
+        store.reuse(run, [])
+        assert [(r.path, r.reused) for r in store.rows(run)] == [("/p/good.jpg", False),
+                                                                  ("/p/good.jpg", True)]
+
+
+def test_the_default_store_is_in_the_user_config_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("SCENETOOL_STORE")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    photo = make_image(tmp_path / "photos" / "r.png", "red")
+    result = invoke("classify", str(photo))
+    assert result.exit_code == 0, result.output
+    expected = tmp_path / "config" / "scenetool" / "scenetool.db"
+    assert expected.is_file()
+    with Store(expected) as store:
+        assert [Path(r.path).name for r in store.rows()] == ["r.png"]
