@@ -254,3 +254,111 @@ def test_info_shows_the_contract_and_the_descriptive_keys(tmp_path):
         "value_range": [-1.0, 1.0], "resize": "bilinear", "layout": "NCHW"}
     assert data["input"] == {"name": "image", "shape": ["N", 3, HEIGHT, WIDTH]}
     assert data["output"] == "means"
+
+
+def build_graph_model(path: Path, nodes: list, inputs: list, outputs: list,
+                      meta: ModelMeta | None = None, opsets: dict[str, int] | None = None,
+                      initializers: list | None = None) -> Path:
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", inputs, outputs, initializers or []),
+        opset_imports=[helper.make_opsetid(d, v) for d, v in (opsets or {"": 17}).items()])
+    model.ir_version = 8
+    meta = meta or ModelMeta(labels=("red", "green", "blue"), image_size=(32, 32))
+    for key, value in meta.to_props().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def image_input(shape: list) -> object:
+    return helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)
+
+
+def test_an_input_that_is_not_an_image_batch_is_refused(tmp_path):
+    path = build_graph_model(
+        tmp_path / "flat.onnx",
+        [helper.make_node("ReduceMean", ["image"], ["means"], axes=[1], keepdims=0)],
+        [image_input(["N", 32, 3])],
+        [helper.make_tensor_value_info("means", TensorProto.FLOAT, ["N", 3])])
+    result = invoke("info", "--model", str(path))
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {path}: expected one image input of rank 4\n"
+
+
+def test_an_nchw_input_size_that_disagrees_with_the_metadata_is_named(tmp_path):
+    meta = ModelMeta(labels=PROBE_LABELS, image_size=(WIDTH, HEIGHT), layout="NCHW")
+    path = build_graph_model(
+        tmp_path / "nchw.onnx",
+        [helper.make_node("ReduceMean", ["image"], ["means"], axes=[2, 3], keepdims=0)],
+        [image_input(["N", 3, HEIGHT, WIDTH])],
+        [helper.make_tensor_value_info("means", TensorProto.FLOAT, ["N", 3])], meta)
+    result = invoke("info", "--model", str(path))
+    assert result.exit_code == 2
+    assert result.stderr == (f"Error: {path}: input is {HEIGHT}x{WIDTH} but the metadata "
+                             f"says {WIDTH}x{HEIGHT}\n")
+
+
+def test_a_model_with_a_second_output_is_read_from_its_first(tmp_path):
+    """Exporters often add outputs (logits next to probabilities): the first is the one."""
+    path = build_graph_model(
+        tmp_path / "two.onnx",
+        [helper.make_node("ReduceMean", ["image"], ["means"], axes=[1, 2], keepdims=0),
+         helper.make_node("Neg", ["means"], ["negated"])],
+        [image_input(["N", HEIGHT, WIDTH, 3])],
+        [helper.make_tensor_value_info("means", TensorProto.FLOAT, ["N", 3]),
+         helper.make_tensor_value_info("negated", TensorProto.FLOAT, ["N", 3])],
+        ModelMeta(labels=PROBE_LABELS, image_size=(HEIGHT, WIDTH)))
+    assert fed_to(path, solid(tmp_path / "solid.png")) == pytest.approx(list(RGB))
+
+
+def test_a_model_that_fails_while_running_is_exit_2_with_one_line(tmp_path):
+    """A model that loads but cannot run a batch: a usage-grade error naming the model,
+    not a traceback and not a run of failed images."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [7, -1])
+    path = build_graph_model(
+        tmp_path / "broken.onnx",
+        [helper.make_node("Reshape", ["image", "shape"], ["flat"]),  # 32*32*3 is no 7*k
+         helper.make_node("Reshape", ["flat", "back"], ["out"])],
+        [image_input(["N", "H", "W", 3])],  # sizes unknown until a batch comes
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
+        initializers=[shape, helper.make_tensor("back", TensorProto.INT64, [2], [-1, 3])])
+    result = invoke("classify", str(make_image(tmp_path / "p" / "r.png")), "--model",
+                    str(path))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: inference failed with broken.onnx: ")
+    assert len(result.stderr.splitlines()) == 1 and len(result.stderr) < 300
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("opsets", [
+    {"": 17},
+    {"": 13, "ai.onnx.ml": 3},
+    {"com.example." + "x" * 150: 300, "": 18},  # names and numbers past one varint byte
+])
+def test_info_reads_the_opset_without_onnx(tmp_path, opsets):
+    """`info` reads opset_import from the raw protobuf (onnx is not a runtime dependency):
+    compared here with what the onnx package reads."""
+    from scenetool.model import read_opsets
+
+    path = build_tiny_model(tmp_path / "m.onnx")
+    model = onnx.load(path)
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(d, v) for d, v in opsets.items())
+    raw = model.SerializeToString()
+    want = {(o.domain or "ai.onnx"): o.version for o in onnx.load_from_string(raw).opset_import}
+    assert read_opsets(raw) == want
+    # Unknown top-level fields of every wire type, before the known ones, are skipped.
+    unknown = (b"\xf8\x07\x96\x01"  # field 127, varint 150
+               + b"\xf9\x07" + b"\x01" * 8  # field 127, fixed64
+               + b"\xfd\x07" + b"\x02" * 4  # field 127, fixed32
+               + b"\xfa\x07\x03abc")  # field 127, 3 bytes
+    assert read_opsets(unknown + raw) == want
+
+
+def test_info_names_the_model_file_it_opened(tmp_path, monkeypatch):
+    path = build_probe_model(tmp_path / "probe.onnx")
+    monkeypatch.chdir(tmp_path)
+    data = json.loads(invoke("info", "--json", "--model", "probe.onnx").stdout)
+    assert data["path"] == str(path.resolve())
+    assert data["opset"] == 17
