@@ -167,6 +167,9 @@ class Sorter:
         self.real_dest = os.path.realpath(dest)
         self.action, self.min_confidence, self.dry_run = action, min_confidence, dry_run
         self.tally = SortTally()
+        # A dry run writes nothing, so it remembers the names it has given out (and to
+        # which source) to count what the real sort would do with the next photo.
+        self._planned: dict[str, str] = {}
 
     def label_of(self, row: Row) -> str:
         """The top label, or 'unknown' below --min-confidence.
@@ -226,16 +229,22 @@ class Sorter:
         n = start
         while True:
             target = os.path.join(folder, numbered(name, n))
-            if not os.path.lexists(target):
+            planned = self._planned.get(target)
+            if planned is not None:
+                if self.action is not Action.LINK and same_content(source, planned):
+                    return target, True, n
+            elif not os.path.lexists(target):
                 return target, False, n
-            if self._identical(source, target):
+            elif self._identical(source, target):
                 return target, True, n
             n += 1
 
     def _place(self, source: str, label: str) -> Placement:
         folder = os.path.join(self.dest, folder_name(label))
         target, already, n = self._free_name(source, folder)
-        if not already and not self.dry_run:
+        if not already and self.dry_run:
+            self._planned[target] = source
+        elif not already:
             os.makedirs(folder, exist_ok=True)
             if self.action is Action.LINK:
                 target, already = self._link(source, folder, target, n)

@@ -268,3 +268,21 @@ def test_dry_run_counts_what_the_real_sort_then_does(tmp_path, action):
     assert dry.stderr.startswith(f"2 image(s): 1 would be {verb}, 1 already there, ")
     assert real.stderr.startswith(f"2 image(s): 1 {verb}, 1 already there, ")
     assert sorted(tree(dest)) == ["red/x-1.png", "red/x.png"]
+
+
+@pytest.mark.parametrize("action, done, already", [
+    ("--copy", "1", "1"), ("--move", "1", "1"), ("--link", "2", "0")])
+def test_dry_run_counts_a_duplicate_photo_as_the_real_sort_does(tmp_path, action, done,
+                                                                 already):
+    """The same photo in two folders: copied once, then found already there (a link
+    points at one path, so two links are made)."""
+    src = tmp_path / "photos"
+    first = make_image(src / "a" / "x.png", "red")
+    (src / "b").mkdir()
+    (src / "b" / "x.png").write_bytes(first.read_bytes())
+    dest = tmp_path / "sorted"
+    dry = invoke("sort", str(src), str(dest), action, "--dry-run")
+    assert not dest.exists()
+    real = invoke("sort", str(src), str(dest), action)
+    assert dry.exit_code == real.exit_code == 0, dry.output + real.output
+    assert table_row(dry.stdout, "red") == table_row(real.stdout, "red") == [done, already]
