@@ -10,17 +10,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import build_tiny_model, chmod_works, make_image
+from conftest import BROKEN, build_tiny_model, chmod_works, invoke, make_broken, make_image
 
 from scenetool import __version__
-from scenetool.cli import cli
 from scenetool.metadata import ModelMeta
 from scenetool.outputs.exports import COLUMNS
-
-
-def invoke(*args: str, **kwargs):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False, **kwargs)
 
 
 @pytest.fixture
@@ -121,29 +115,6 @@ def test_rerun_skips_unchanged_and_force_redoes(photos):
     assert "1 classified, 3 already in the store" in changed.stderr
     forced = invoke("classify", str(photos), "--force")
     assert "4 classified, 0 already in the store" in forced.stderr
-
-
-BROKEN = {
-    "empty.jpg": "empty file (0 bytes)",
-    "text.jpg": "not an image (unknown or corrupt format)",
-    "cut.jpg": "truncated image data",
-    "bomb.png":
-        "image too large (900,000,000 pixels; over 89,478,485): possible decompression bomb",
-    "dangling.jpg": "broken symbolic link",
-}
-
-
-def make_broken(folder: Path) -> None:
-    from test_images import _png_bomb
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "empty.jpg").write_bytes(b"")
-    (folder / "text.jpg").write_text("hello")
-    good = make_image(folder / "tmp.jpg", "red", size=(300, 300), quality=95).read_bytes()
-    (folder / "tmp.jpg").unlink()
-    (folder / "cut.jpg").write_bytes(good[: len(good) // 2])
-    (folder / "bomb.png").write_bytes(_png_bomb(30000, 30000))
-    os.symlink(folder / "nowhere.jpg", folder / "dangling.jpg")
 
 
 def test_bad_inputs_are_reported_and_the_rest_classified(tmp_path, photos):

@@ -13,19 +13,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import make_image
+from conftest import grey, invoke, make_image
 from PIL import Image
 
-from scenetool.cli import cli
 from scenetool.outputs.html import CSP, make_thumbnail, ordered_map
 
 NOT_AN_IMAGE = "not an image (unknown or corrupt format)"
 ODD_NAME = 'odd <b>&amp; "quoted".jpg'
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 @dataclass
@@ -120,13 +114,6 @@ def parse(path: Path) -> Parsed:
     parser.feed(path.read_text(encoding="utf-8"))
     parser.close()
     return parser.out
-
-
-def grey(path: Path) -> Path:
-    """An image the colour model is unsure about (a third for each class, 'red' on top)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (40, 40), (128, 128, 128)).save(path)
-    return path
 
 
 @pytest.fixture
@@ -278,11 +265,12 @@ def test_empty_run(tmp_path):
 
 
 def test_ordered_map_keeps_order_and_a_bounded_window():
-    """Thumbnails stream: no more than `window` are pending however many items there are."""
+    """Thumbnails stream: `threads` are made at once, they come back in input order, and
+    no more than `window` are pending however many items there are."""
     consumed = 0
-    lock = threading.Lock()
-    running = 0
-    most = 0
+    # The first three items wait for each other: with fewer than three running at once the
+    # barrier breaks (after its timeout, a guard against a hang), failing the test.
+    together = threading.Barrier(3, timeout=10)
 
     def items():
         nonlocal consumed
@@ -291,13 +279,9 @@ def test_ordered_map_keeps_order_and_a_bounded_window():
             yield i
 
     def work(i: int) -> int:
-        nonlocal running, most
-        with lock:
-            running += 1
-            most = max(most, running)
-        time.sleep(0.001 * (i % 3))
-        with lock:
-            running -= 1
+        if i < 3:
+            together.wait()
+        time.sleep(0.001 * (2 - i % 3))  # later items often finish first
         return i * i
 
     out = []
@@ -305,7 +289,6 @@ def test_ordered_map_keeps_order_and_a_bounded_window():
         assert consumed - n <= 6
         out.append(value)
     assert out == [i * i for i in range(50)]
-    assert most <= 3
 
 
 # -- a real browser ---------------------------------------------------------------------------

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COLOURS, make_image
+from conftest import COLOURS, make_image, png_bomb
 from PIL import Image
 
 from scenetool.errors import DecodeError
@@ -93,23 +91,13 @@ def test_large_jpeg_is_decoded_in_draft_mode(tmp_path, monkeypatch):
     assert max(seen["size"]) <= 2400 // 4, f"decoded at {seen['size']}, not reduced"
 
 
-def _png_bomb(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims huge dimensions."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
-
-
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("make, reason", [
     (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
     (lambda p: p.write_text("this is not a picture"), "not an image (unknown or corrupt format)"),
-    (lambda p: p.write_bytes(_png_bomb(30000, 30000)),
+    (lambda p: p.write_bytes(png_bomb(30000, 30000)),
      "image too large (900,000,000 pixels; over 89,478,485): possible decompression bomb"),
-    (lambda p: p.write_bytes(_png_bomb(12000, 9000)),
+    (lambda p: p.write_bytes(png_bomb(12000, 9000)),
      "image too large (12000x9000 pixels; over 89,478,485): possible decompression bomb"),
 ])
 def test_bad_files_raise_one_line_reasons(tmp_path, make, reason):

@@ -11,48 +11,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
-from conftest import build_tiny_model, make_image
+from conftest import (
+    PROBE_LABELS,
+    build_probe_model,
+    build_tiny_model,
+    invoke,
+    make_image,
+    write_model,
+)
 from onnx import TensorProto, helper
 from PIL import Image
 
-from scenetool.cli import cli
 from scenetool.metadata import MetadataError, ModelMeta
 
-PROBE_LABELS = ("c0", "c1", "c2")  # output i: the mean of input channel i
 HEIGHT, WIDTH = 24, 40  # not square, so a swapped height and width cannot pass
 RGB = (200, 100, 20)  # three different values, so a swapped channel order cannot pass
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def build_probe_model(path: Path, layout: str = "NHWC", channel_order: str = "RGB",
-                      value_range: tuple[float, float] = (0.0, 255.0)) -> Path:
-    """A model whose output i is the mean of input channel i, for the given layout."""
-    if layout == "NHWC":
-        shape, axes = ["N", HEIGHT, WIDTH, 3], [1, 2]
-    else:
-        shape, axes = ["N", 3, HEIGHT, WIDTH], [2, 3]
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["image"], ["means"], axes=axes, keepdims=0)],
-        "probe",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("means", TensorProto.FLOAT, ["N", 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    meta = ModelMeta(labels=PROBE_LABELS, image_size=(HEIGHT, WIDTH),
-                     channel_order=channel_order, value_range=value_range, layout=layout)
-    for key, value in meta.to_props().items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
-    return path
+def probe(path: Path, layout: str = "NHWC", channel_order: str = "RGB",
+          value_range: tuple[float, float] = (0.0, 255.0)) -> Path:
+    return build_probe_model(path, (HEIGHT, WIDTH), layout, channel_order, value_range)
 
 
 def fed_to(model: Path, image: Path) -> list[float]:
@@ -85,55 +65,19 @@ def expected(order: str, low: float, high: float) -> list[float]:
     ("NCHW", "BGR", (-1.0, 1.0)),
 ])
 def test_the_model_is_fed_what_its_metadata_asks_for(tmp_path, layout, order, value_range):
-    model = build_probe_model(tmp_path / "probe.onnx", layout, order, value_range)
+    model = probe(tmp_path / "probe.onnx", layout, order, value_range)
     seen = fed_to(model, solid(tmp_path / "solid.png"))
     assert seen == pytest.approx(expected(order, *value_range), abs=1e-4)
 
 
-def build_colour_model(path: Path, layout: str, order: str,
-                       value_range: tuple[float, float]) -> Path:
-    """The colour classifier as an exporter with these conventions would write it: it
-    expects its input in `layout`, `order` and `value_range` and labels the dominant colour
-    right only when it gets exactly that."""
-    low, high = value_range
-    channels = ("blue", "green", "red") if order == "BGR" else ("red", "green", "blue")
-    shape = (["N", 3, 32, 32], [2, 3]) if layout == "NCHW" else (["N", 32, 32, 3], [1, 2])
-    # Back to 0..255 inside the graph, then the tiny model's own weights.
-    scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [255.0 / (high - low)])
-    offset = helper.make_tensor("offset", TensorProto.FLOAT, [], [-low])
-    weights = helper.make_tensor("w", TensorProto.FLOAT, [3, 3],
-                                 (np.eye(3, dtype=np.float32) * 20.0 / 255.0).ravel())
-    nodes = [
-        helper.make_node("ReduceMean", ["image"], ["mean"], axes=shape[1], keepdims=0),
-        helper.make_node("Add", ["mean", "offset"], ["shifted"]),
-        helper.make_node("Mul", ["shifted", "scale"], ["pixels"]),
-        helper.make_node("MatMul", ["pixels", "w"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
-    ]
-    graph = helper.make_graph(
-        nodes, "colour", [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape[0])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
-        [scale, offset, weights])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    meta = ModelMeta(labels=channels, image_size=(32, 32), channel_order=order,
-                     value_range=value_range, layout=layout)
-    for key, value in meta.to_props().items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
-    return path
-
-
-def test_an_nchw_bgr_signed_model_labels_photos_like_the_plain_one(tmp_path, tiny_model):
+def test_an_nchw_bgr_signed_model_labels_photos_like_the_plain_one(tmp_path, tiny_model,
+                                                                  converted_model):
     """The same classifier exported the other way round gives the same labels and
     confidences as the plain NHWC, RGB, 0-255 one. (A missing value-range offset shifts
     every channel alike, which this softmax cannot see; the probe test above catches it.)"""
     photos = tmp_path / "photos"
     for colour in ("red", "green", "blue"):
         make_image(photos / f"{colour}.png", colour)
-    other = build_colour_model(tmp_path / "other.onnx", "NCHW", "BGR", (-1.0, 1.0))
 
     def labels(model: Path) -> dict[str, tuple[str, float]]:
         result = invoke("classify", str(photos), "--model", str(model), "--json", "-",
@@ -142,7 +86,7 @@ def test_an_nchw_bgr_signed_model_labels_photos_like_the_plain_one(tmp_path, tin
         records = [json.loads(line) for line in result.stdout.splitlines()]
         return {Path(r["path"]).stem: (r["label"], r["confidence"]) for r in records}
 
-    plain, converted = labels(tiny_model), labels(other)
+    plain, converted = labels(tiny_model), labels(converted_model)
     assert {name: label for name, (label, _) in converted.items()} == {
         "red": "red", "green": "green", "blue": "blue"}
     for name, (label, confidence) in plain.items():
@@ -246,7 +190,7 @@ def test_a_square_size_may_be_one_number():
 
 
 def test_info_shows_the_contract_and_the_descriptive_keys(tmp_path):
-    path = build_probe_model(tmp_path / "probe.onnx", "NCHW", "BGR", (-1.0, 1.0))
+    path = probe(tmp_path / "probe.onnx", "NCHW", "BGR", (-1.0, 1.0))
     data = json.loads(invoke("info", "--json", "--model", str(path)).stdout)
     assert {k: data[k] for k in ("labels", "image_size", "channel_order", "value_range",
                                  "resize", "layout")} == {
@@ -256,30 +200,15 @@ def test_info_shows_the_contract_and_the_descriptive_keys(tmp_path):
     assert data["output"] == "means"
 
 
-def build_graph_model(path: Path, nodes: list, inputs: list, outputs: list,
-                      meta: ModelMeta | None = None, opsets: dict[str, int] | None = None,
-                      initializers: list | None = None) -> Path:
-    model = helper.make_model(
-        helper.make_graph(nodes, "g", inputs, outputs, initializers or []),
-        opset_imports=[helper.make_opsetid(d, v) for d, v in (opsets or {"": 17}).items()])
-    model.ir_version = 8
-    meta = meta or ModelMeta(labels=("red", "green", "blue"), image_size=(32, 32))
-    for key, value in meta.to_props().items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    path.write_bytes(model.SerializeToString())
-    return path
-
-
-def image_input(shape: list) -> object:
+def image_of(shape: list):
     return helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)
 
 
 def test_an_input_that_is_not_an_image_batch_is_refused(tmp_path):
-    path = build_graph_model(
+    path = write_model(
         tmp_path / "flat.onnx",
         [helper.make_node("ReduceMean", ["image"], ["means"], axes=[1], keepdims=0)],
-        [image_input(["N", 32, 3])],
+        [image_of(["N", 32, 3])],
         [helper.make_tensor_value_info("means", TensorProto.FLOAT, ["N", 3])])
     result = invoke("info", "--model", str(path))
     assert result.exit_code == 2
@@ -288,10 +217,10 @@ def test_an_input_that_is_not_an_image_batch_is_refused(tmp_path):
 
 def test_an_nchw_input_size_that_disagrees_with_the_metadata_is_named(tmp_path):
     meta = ModelMeta(labels=PROBE_LABELS, image_size=(WIDTH, HEIGHT), layout="NCHW")
-    path = build_graph_model(
+    path = write_model(
         tmp_path / "nchw.onnx",
         [helper.make_node("ReduceMean", ["image"], ["means"], axes=[2, 3], keepdims=0)],
-        [image_input(["N", 3, HEIGHT, WIDTH])],
+        [image_of(["N", 3, HEIGHT, WIDTH])],
         [helper.make_tensor_value_info("means", TensorProto.FLOAT, ["N", 3])], meta)
     result = invoke("info", "--model", str(path))
     assert result.exit_code == 2
@@ -301,11 +230,11 @@ def test_an_nchw_input_size_that_disagrees_with_the_metadata_is_named(tmp_path):
 
 def test_a_model_with_a_second_output_is_read_from_its_first(tmp_path):
     """Exporters often add outputs (logits next to probabilities): the first is the one."""
-    path = build_graph_model(
+    path = write_model(
         tmp_path / "two.onnx",
         [helper.make_node("ReduceMean", ["image"], ["means"], axes=[1, 2], keepdims=0),
          helper.make_node("Neg", ["means"], ["negated"])],
-        [image_input(["N", HEIGHT, WIDTH, 3])],
+        [image_of(["N", HEIGHT, WIDTH, 3])],
         [helper.make_tensor_value_info("means", TensorProto.FLOAT, ["N", 3]),
          helper.make_tensor_value_info("negated", TensorProto.FLOAT, ["N", 3])],
         ModelMeta(labels=PROBE_LABELS, image_size=(HEIGHT, WIDTH)))
@@ -316,11 +245,11 @@ def test_a_model_that_fails_while_running_is_exit_2_with_one_line(tmp_path):
     """A model that loads but cannot run a batch: a usage-grade error naming the model,
     not a traceback and not a run of failed images."""
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [7, -1])
-    path = build_graph_model(
+    path = write_model(
         tmp_path / "broken.onnx",
         [helper.make_node("Reshape", ["image", "shape"], ["flat"]),  # 32*32*3 is no 7*k
          helper.make_node("Reshape", ["flat", "back"], ["out"])],
-        [image_input(["N", "H", "W", 3])],  # sizes unknown until a batch comes
+        [image_of(["N", "H", "W", 3])],  # sizes unknown until a batch comes
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
         initializers=[shape, helper.make_tensor("back", TensorProto.INT64, [2], [-1, 3])])
     result = invoke("classify", str(make_image(tmp_path / "p" / "r.png")), "--model",
@@ -357,7 +286,7 @@ def test_info_reads_the_opset_without_onnx(tmp_path, opsets):
 
 
 def test_info_names_the_model_file_it_opened(tmp_path, monkeypatch):
-    path = build_probe_model(tmp_path / "probe.onnx")
+    path = probe(tmp_path / "probe.onnx")
     monkeypatch.chdir(tmp_path)
     data = json.loads(invoke("info", "--json", "--model", "probe.onnx").stdout)
     assert data["path"] == str(path.resolve())

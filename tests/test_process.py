@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -10,22 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import make_image
-from test_cli import make_broken
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def scenetool(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "scenetool", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    proc = scenetool(*args)
-    out, err = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+from conftest import make_broken, make_image, python_env, run, scenetool
 
 
 def test_broken_files_no_traceback_exit_1(tmp_path):
@@ -123,8 +107,7 @@ def test_no_tensorflow_is_imported(tmp_path):
         "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'tf_keras') if m in sys.modules]\n"
         "print('IMPORTED', bad)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.jpg")], env=env,
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.jpg")], env=python_env(),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "IMPORTED []" in out.stdout

@@ -7,15 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import make_image
-from PIL import Image
-
-from scenetool.cli import cli
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+from conftest import grey, invoke, make_image
 
 
 def tree(folder: Path) -> dict[str, bytes | str]:
@@ -45,13 +37,6 @@ def src(tmp_path) -> Path:
     make_image(folder / "sub" / "b1.jpg", "blue")
     (folder / "notes.txt").write_text("not a photo")
     return folder
-
-
-def grey(path: Path) -> Path:
-    """An image the colour model is unsure about: 1/3 for each class, 'red' on top."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (40, 40), (128, 128, 128)).save(path)
-    return path
 
 
 def test_copy_is_the_default_and_keeps_the_sources(src, tmp_path):

@@ -10,16 +10,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from click.testing import CliRunner
-from conftest import make_image
+from conftest import invoke, make_image
 
 import scenetool.store
-from scenetool.cli import cli
 from scenetool.store import Row, Store
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def test_a_file_changed_in_place_with_the_same_size_is_classified_again(tmp_path):
