@@ -86,23 +86,22 @@ def build_tiny_model(path: Path, labels=LABELS, size=SIZE, meta: ModelMeta | Non
     for i in range(min(3, k)):  # the input channel that holds colour i
         weights[2 - i if channel_order == "BGR" else i, i] = 20.0 / 255.0
     image, axes = image_input(layout, size)
-    nodes = [
-        helper.make_node("ReduceMean", ["image"], ["mean"], axes=axes, keepdims=0),
-        helper.make_node("Sub", ["mean", "low"], ["shifted"]),
-        helper.make_node("Mul", ["shifted", "scale"], ["pixels"]),
-        helper.make_node("MatMul", ["pixels", "w"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
-    ]
+    nodes = [helper.make_node("ReduceMean", ["image"], ["mean"], axes=axes, keepdims=0)]
+    initializers = [helper.make_tensor("w", TensorProto.FLOAT, [3, k], weights.ravel())]
+    features = "mean"  # what the MatMul scores (test_ood finds it there)
+    if (low, high) != (0.0, 255.0):  # back to 0..255 first
+        nodes += [helper.make_node("Sub", ["mean", "low"], ["shifted"]),
+                  helper.make_node("Mul", ["shifted", "scale"], ["pixels"])]
+        initializers += [helper.make_tensor("low", TensorProto.FLOAT, [], [low]),
+                         helper.make_tensor("scale", TensorProto.FLOAT, [], [255.0 / (high - low)])]
+        features = "pixels"
+    nodes += [helper.make_node("MatMul", [features, "w"], ["logits"]),
+              helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)]
     outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", k])]
     if unknown_threshold is not None:
         nodes.append(helper.make_node("ReduceLogSumExp", ["logits"], [SCORE_OUTPUT], axes=[1],
                                       keepdims=0))
         outputs.append(helper.make_tensor_value_info(SCORE_OUTPUT, TensorProto.FLOAT, ["N"]))
-    initializers = [
-        helper.make_tensor("low", TensorProto.FLOAT, [], [low]),
-        helper.make_tensor("scale", TensorProto.FLOAT, [], [255.0 / (high - low)]),
-        helper.make_tensor("w", TensorProto.FLOAT, [3, k], weights.ravel()),
-    ]
     rule = (UnknownRule(SCORE_OUTPUT, unknown_threshold, {"method": "energy", "keep": 0.95})
             if unknown_threshold is not None else None)
     meta = meta or ModelMeta(labels=tuple(labels), image_size=size,
