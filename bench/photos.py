@@ -1,5 +1,6 @@
 """The photo sets the benchmark runs on: the shared photos or a generated stand-in, folders
-of links to them, and twelve-megapixel "phone photos" cached between runs.
+of links to them, and twelve-megapixel "phone photos" (JPEG, and the same in HEIC) cached
+between runs.
 
 Photos are never copied into the repository: folders of links live in a temporary
 workspace, and the phone photos in the user's cache folder.
@@ -30,6 +31,12 @@ PHONE_QUALITY = 90
 # photo costs to decode; with this grain the files weigh about what a phone writes (~4 MB).
 PHONE_GRAIN = 8
 PHONE_VERSION = 1  # bump when the recipe changes, so cached photos are made again
+# HEIC as phones write it: a 320 px thumbnail beside the image (an iPhone's is 320x240).
+# x265's fastest preset keeps making them bearable (about 6 s a photo instead of a minute);
+# decoding, which is what is measured, costs about the same whatever the preset.
+HEIC_QUALITY = 80
+HEIC_THUMBNAIL = 320
+HEIC_PRESET = "ultrafast"
 
 
 def default_cache() -> Path:
@@ -127,4 +134,32 @@ def phone_photos(sources: Sequence[str], count: int, cache: Path) -> list[str]:
     for source, target in zip(chosen, targets, strict=True):
         _make_phone_photo(source, target)
     done.write_text(json.dumps({"sources": chosen}, indent=1) + "\n")
+    return [str(t) for t in targets]
+
+
+def phone_heics(jpegs: Sequence[str], thumbnail: bool) -> list[str]:
+    """The phone photos `jpegs` (from `phone_photos`) in HEIC, made once beside them.
+
+    With `thumbnail`, each carries a 320 px thumbnail as a phone's does; without, a HEIC
+    has to be decoded whole at 12 megapixels.
+    """
+    from scenetool.inputs.formats import register_plugins
+
+    register_plugins()
+    source = Path(jpegs[0]).parent
+    name = (f"{source.name}-heic-q{HEIC_QUALITY}-{HEIC_PRESET}"
+            f"{f'-thumb{HEIC_THUMBNAIL}' if thumbnail else '-nothumb'}-{len(jpegs)}")
+    folder, done = source.parent / name, source.parent / f"{name}.done"
+    targets = [folder / (Path(j).stem + ".heic") for j in jpegs]
+    if done.is_file() and all(t.is_file() for t in targets):
+        return [str(t) for t in targets]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for jpeg, target in zip(jpegs, targets, strict=True):
+        partial = target.with_name(target.name + ".partial")
+        with Image.open(jpeg) as im:
+            im.save(partial, "HEIF", quality=HEIC_QUALITY, enc_params={"preset": HEIC_PRESET},
+                    thumbnails=[HEIC_THUMBNAIL] if thumbnail else [])
+        os.replace(partial, target)
+    done.write_text(json.dumps({"sources": list(jpegs)}, indent=1) + "\n")
     return [str(t) for t in targets]

@@ -59,11 +59,17 @@ RATIOS = {
     "phone_end_to_end_vs_naive": ("phone photos: end to end / naive", "phone_end_to_end",
                                   "phone_naive", "ratio"),
     "memory_5x_vs_1x": ("peak RSS: 5x / 1x", "memory_5x", "memory_1x", "ratio"),
+    "phone_heic_vs_jpeg": ("phone photos: HEIC (thumbnail) / JPEG", "phone_heic",
+                           "phone_heic_jpeg", "ratio"),
+    "phone_heic_full_vs_jpeg": ("phone photos: HEIC (no thumbnail) / JPEG", "phone_heic_full",
+                                "phone_heic_jpeg", "ratio"),
 }
 # Table order: case names, ratio names and "shared_cores".
 ORDER = (
     "ceiling", "decode", "shared_cores", "end_to_end", "end_to_end_vs_ceiling", "naive",
     "end_to_end_vs_naive", "phone_end_to_end", "phone_naive", "phone_end_to_end_vs_naive",
+    "phone_heic_jpeg", "phone_heic", "phone_heic_full", "phone_heic_vs_jpeg",
+    "phone_heic_full_vs_jpeg",
     "memory_1x", "memory_5x", "memory_5x_vs_1x", "startup_version", "startup_info",
     "startup_classify_one",
 )
@@ -118,7 +124,7 @@ def check_targets(figs: Mapping[str, Figure]) -> list[dict]:
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "scenetool": scenetool.__version__}
-    for dist in ("onnxruntime", "numpy", "pillow"):
+    for dist in ("onnxruntime", "numpy", "pillow", "pillow-heif"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:

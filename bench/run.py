@@ -28,6 +28,7 @@ DEFAULT_OUT = REPO_ROOT / "bench" / "results.json"
 PHONE_COUNT = 40
 QUICK_LIMIT = 60  # photos in --quick mode
 QUICK_PHONE_COUNT = 2
+HEIC_COUNT = 10  # of the phone photos, also made in HEIC (each costs seconds to encode)
 REPEATS = 3
 
 log = Console(stderr=True, highlight=False)
@@ -42,6 +43,7 @@ class Plan:
     repeats: int
     limit: int | None
     phone_count: int
+    heic_count: int
     cache: Path
     out: Path
     quick: bool
@@ -103,7 +105,34 @@ def phone_cases(plan: Plan, files: list[str], workdir: Path) -> list[Case]:
     return [
         cases.classify_case(names[0], titles[0], folder, len(made), plan.model_path, workdir),
         cases.naive_case(names[1], titles[1], folder, len(made), plan.model_path),
+        *heic_cases(plan, made, workdir),
     ]
+
+
+HEIC_CASES = (
+    ("phone_heic_jpeg", "phone photos in JPEG: end to end (the HEIC set's originals)"),
+    ("phone_heic", "phone photos in HEIC (320 px thumbnail): end to end"),
+    ("phone_heic_full", "phone photos in HEIC, no thumbnail: end to end"),
+)
+
+
+def heic_cases(plan: Plan, jpegs: list[str], workdir: Path) -> list[Case]:
+    """The first phone photos in JPEG and in HEIC, with and without a phone's thumbnail."""
+    count = min(plan.heic_count, len(jpegs))
+    if count == 0:
+        return [Case(n, t, "images/s", skipped="skipped (--heic-count 0)")
+                for n, t in HEIC_CASES]
+    log.print(f"[dim]phone photos in HEIC: {count}, with and without a thumbnail "
+              "(made once, then reused)[/]")
+    chosen = jpegs[:count]
+    folders = [photos.link_tree(chosen, workdir / "phone-heic-jpeg")]
+    for thumbnail in (True, False):
+        made = photos.phone_heics(chosen, thumbnail)
+        for path in made:
+            Path(path).read_bytes()
+        folders.append(Path(made[0]).parent)
+    return [cases.classify_case(name, title, folder, count, plan.model_path, workdir)
+            for (name, title), folder in zip(HEIC_CASES, folders, strict=True)]
 
 
 def in_process_cases(model: SceneModel, files: list[str], settings: Settings) -> list[Case]:
@@ -162,7 +191,7 @@ def document(plan: Plan, chosen: PhotoSet, model: SceneModel, by_name: dict[str,
             "model": str(plan.model_path), "model_sha256": model.sha256,
             "photos": chosen.source, "images": len(chosen.files), "note": chosen.note,
             "repeats": plan.repeats, "quick": plan.quick, "limit": plan.limit,
-            "phone_photos": plan.phone_count,
+            "phone_photos": plan.phone_count, "heic_photos": plan.heic_count,
             "batch_size": settings.batch_size, "decode_threads": settings.decode_threads(),
         },
         "cases": {name: case.as_dict() for name, case in by_name.items()},
@@ -186,13 +215,17 @@ def document(plan: Plan, chosen: PhotoSet, model: SceneModel, by_name: dict[str,
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use the first N photos only.")
 @click.option("--phone-count", type=click.IntRange(0), default=None,
               help=f"Phone photos to make and classify; 0 skips them. Default: {PHONE_COUNT}.")
+@click.option("--heic-count", type=click.IntRange(0), default=None,
+              help=f"Of the phone photos, how many to make and classify in HEIC too; 0 skips "
+                   f"them. Default: {HEIC_COUNT} (at most --phone-count).")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where phone photos are kept between runs. Default: "
                    "~/.cache/scenetool-bench.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
               show_default=True, help="Where to write the results as JSON.")
 def main(model_opt: str | None, photos_opt: str | None, quick: bool, repeats: int | None,
-         limit: int | None, phone_count: int | None, cache: Path | None, out: Path) -> None:
+         limit: int | None, phone_count: int | None, heic_count: int | None,
+         cache: Path | None, out: Path) -> None:
     """Measure scenetool against its ceilings and print one table with the targets."""
     try:
         model_path = find_model(model_opt).resolve()
@@ -203,6 +236,8 @@ def main(model_opt: str | None, photos_opt: str | None, quick: bool, repeats: in
                 repeats or (1 if quick else REPEATS), limit or (QUICK_LIMIT if quick else None),
                 phone_count if phone_count is not None else
                 (QUICK_PHONE_COUNT if quick else PHONE_COUNT),
+                heic_count if heic_count is not None else
+                (QUICK_PHONE_COUNT if quick else HEIC_COUNT),
                 cache or photos.default_cache(), out, quick)
     started = report.machine()
     with tempfile.TemporaryDirectory(prefix="scenetool-bench-") as tmp:

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     "ceiling", "decode", "end_to_end", "naive", "phone_end_to_end", "phone_naive",
     "memory_1x", "memory_5x", "startup_version", "startup_info", "startup_classify_one",
+    "phone_heic_jpeg", "phone_heic", "phone_heic_full",
 }
 TARGETS = {"end_to_end_vs_ceiling", "phone_end_to_end_vs_naive", "memory_5x_vs_1x",
            "memory_5x", "startup_version", "startup_classify_one"}
@@ -37,7 +38,8 @@ def test_quick_bench_measures_every_case(tmp_path, tiny_model):
         make_image(folder / f"{i:02d}.jpg", ("red", "green", "blue")[i % 3])
     out, cache = tmp_path / "results.json", tmp_path / "cache"
     result = python("-m", "bench", "--quick", "--model", str(tiny_model), "--photos",
-                    str(folder), "--cache", str(cache), "--phone-count", "2", "--out", str(out))
+                    str(folder), "--cache", str(cache), "--phone-count", "2", "--heic-count", "1",
+                    "--out", str(out), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ceiling" in result.stdout and "written to" in result.stdout
 
@@ -48,6 +50,9 @@ def test_quick_bench_measures_every_case(tmp_path, tiny_model):
         assert case["median"] > 0 and len(case["repeats"]) == 1, name
     assert doc["cases"]["end_to_end"]["images"] == 12
     assert doc["cases"]["memory_5x"]["images"] == 60
+    assert doc["cases"]["phone_heic"]["images"] == 1
+    assert [len(list(cache.glob(f"phone-2-*-heic-*-{kind}-1/*.heic"))) for kind in (
+        "thumb320", "nothumb")] == [1, 1]
     assert {t["figure"] for t in doc["targets"]} == TARGETS
     assert all(isinstance(t["passed"], bool) for t in doc["targets"])
     machine = doc["machine"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import COLOURS, make_image
+from conftest import COLOURS, SHARED_DATA, make_image
 from PIL import Image
 
 from scenetool.cli import cli
@@ -259,3 +259,18 @@ def test_a_fresh_process_reads_phone_formats_and_truncated_heic_exits_1(tmp_path
     assert {n: r["label"] or r["error"] for n, r in rows.items()} == {
         "IMG_0001.HEIC": "red", "IMG_0002.avif": "green", "IMG_0003.jxl": "blue",
         "IMG_0004.heic": "truncated image data"}
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "seg_pred").is_dir(),
+                    reason=f"needs the shared photos in {SHARED_DATA / 'seg_pred'}")
+def test_shared_photos_keep_their_labels_in_seven_formats(tmp_path, monkeypatch):
+    """The issue's check on a few of the shared photos, with the shipped model (`python -m
+    bench.formats --count 200` runs it on more)."""
+    from bench.formats import check
+    from bench.photos import list_photos
+
+    monkeypatch.delenv("SCENETOOL_MODEL")  # the shipped model, not the tiny test one
+    sources = list_photos(SHARED_DATA / "seg_pred")[:40]
+    for agreement in check(sources, None, tmp_path):
+        assert not agreement.failed, agreement.failed
+        assert agreement.share >= 0.95, agreement

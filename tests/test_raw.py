@@ -129,3 +129,11 @@ def test_without_the_extra_each_raw_fails_with_the_hint(tmp_path, monkeypatch):
     assert ("4 image(s): 1 classified, 0 already in the store (--force redoes them), "
             "3 failed; 3 of them camera RAW, which needs pip install 'scenetool[raw]'"
             ) in summary, stderr
+
+
+@pytest.mark.parametrize("name", ["caf\udce9.dng", "esc\x1b[31mape.dng", "photo 1.dng"])
+def test_any_file_name(tmp_path, name):
+    path = write_dng(tmp_path / "a.dng", solid("red"), preview=solid("red"))
+    target = tmp_path / name
+    path.rename(target)
+    assert dominant(load_image(target, (32, 32))) == "red"

@@ -71,11 +71,16 @@ def _preview(raw, rawpy, at_least: tuple[int, int]) -> Image.Image | None:
 
 
 def _open(rawpy, path: str | os.PathLike):
-    """rawpy on `path`; a name LibRaw cannot take as text is read through a buffer."""
+    """rawpy on `path`. A name LibRaw cannot take as UTF-8 text, or one with control
+    characters, is read through a buffer: LibRaw prints the file's name on stderr when its
+    data ends early, and such a name must not reach a terminal raw."""
     name = os.fsdecode(path)
     try:
         name.encode("utf-8")
+        plain = name.isprintable()
     except UnicodeEncodeError:
+        plain = False
+    if not plain:
         with open(path, "rb") as f:
             return rawpy.imread(f)
     return rawpy.imread(name)
