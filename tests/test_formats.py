@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -274,3 +275,21 @@ def test_shared_photos_keep_their_labels_in_seven_formats(tmp_path, monkeypatch)
     for agreement in check(sources, None, tmp_path):
         assert not agreement.failed, agreement.failed
         assert agreement.share >= 0.95, agreement
+
+
+def test_sort_and_evaluate_read_the_same_formats(tmp_path):
+    root = tmp_path / "labelled"
+    for colour, ext in (("red", ".heic"), ("green", ".avif"), ("blue", ".jxl")):
+        for i, suffix in enumerate((ext, ".qoi", ".tga")):
+            make_image(root / colour / f"{colour}{i}{suffix}", colour)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["evaluate", str(root), "--json", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["n"] == 9 and scores["accuracy"] == 1.0
+    dest = tmp_path / "sorted"
+    result = runner.invoke(cli, ["sort", str(root), str(dest), "--copy"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.*")) == sorted(
+        f"{c}/{c}{i}{s}" for c, ext in (("red", ".heic"), ("green", ".avif"), ("blue", ".jxl"))
+        for i, s in enumerate((ext, ".qoi", ".tga")))
