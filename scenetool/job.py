@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from scenetool.constants import RAW_HINT
-from scenetool.engines.common import Engine, Result, Settings
+from scenetool.engines.common import Engine, Result, Settings, final_label
 from scenetool.inputs.walk import Item, WalkStats, walk
 from scenetool.model import SceneModel
 from scenetool.store import Row, Store
@@ -49,28 +49,34 @@ class Tally:
 
 
 class Reuse:
-    """Earlier results copied into this run, a batch per transaction, then read back as
-    rows of this run."""
+    """Earlier results copied into this run, a batch per transaction. A copy is labelled
+    by this run's --min-confidence (the top label, or unknown below it) and shows this
+    run's --top-k; the store keeps every label the earlier result had."""
 
-    def __init__(self, store: Store, run_id: int, batch_size: int, top_k: int):
-        self.store, self.run_id, self.batch_size, self.top_k = store, run_id, batch_size, top_k
+    def __init__(self, store: Store, run_id: int, settings: Settings, top_k: int):
+        self.store, self.run_id, self.settings, self.top_k = store, run_id, settings, top_k
         self.waiting: list[int] = []  # result ids not yet copied
         self.ready: list[Row] = []  # copied, not yet yielded
 
     def add(self, result_id: int) -> None:
         """Note one result to copy; a batch's worth is copied at once."""
         self.waiting.append(result_id)
-        if len(self.waiting) == self.batch_size:
+        if len(self.waiting) == self.settings.batch_size:
             self.flush()
 
     def flush(self) -> None:
-        """Copy the waiting results into this run (one transaction) and read them back."""
+        """Copy the waiting results into this run (one transaction)."""
         ids, self.waiting = self.waiting, []
-        if ids:
-            self.store.reuse(self.run_id, ids)
-            self.ready += [dataclasses.replace(row, run_id=self.run_id, reused=True,
-                                               top_k=row.top_k[:self.top_k])
-                           for row in self.store.rows_by_id(ids)]
+        if not ids:
+            return
+        rows = [self._copy(row) for row in self.store.rows_by_id(ids)]
+        self.store.reuse(self.run_id, rows)
+        self.ready += [dataclasses.replace(r, top_k=r.top_k[:self.top_k]) for r in rows]
+
+    def _copy(self, row: Row) -> Row:
+        top = row.top_k[0][0] if row.top_k else row.label or ""
+        label = final_label(top, row.confidence or 0.0, self.settings.min_confidence)
+        return dataclasses.replace(row, run_id=self.run_id, reused=True, label=label)
 
     def take(self) -> list[Row]:
         rows, self.ready = self.ready, []
@@ -116,7 +122,7 @@ class ClassifyJob:
             self.store.finish_run(self.run_id)
 
     def _classify(self, items: Iterable[Item]) -> Iterator[Row]:
-        reuse = Reuse(self.store, self.run_id or 0, self.settings.batch_size, self._top_k())
+        reuse = Reuse(self.store, self.run_id or 0, self.settings, self._top_k())
         for batch in self.engine.batches(self._to_classify(items, reuse)):
             self._commit(batch)
             yield from self._counted(reuse.take())

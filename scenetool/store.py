@@ -180,21 +180,29 @@ class Store:
 
     # -- results --------------------------------------------------------------------------
 
-    def add_results(self, run_id: int, results: Iterable[tuple]) -> None:
-        """Commit one batch: tuples of (path, size, mtime, label, confidence, top_k, error)."""
-        rows = [(run_id, p, s, m, lab, c, json.dumps(t) if t else None, e)
+    def add_results(self, run_id: int, results: Iterable[tuple], reused: bool = False) -> None:
+        """Commit one batch: tuples of (path, size, mtime, label, confidence, top_k, error);
+        `reused` marks results taken from earlier runs rather than classified."""
+        rows = [(run_id, p, s, m, lab, c, json.dumps(t) if t else None, e, int(reused))
                 for p, s, m, lab, c, t, e in results]
         if not rows:
             return
         self._write("BEGIN IMMEDIATE")
         try:
             self.db.executemany(
-                "INSERT INTO results (run, path, size, mtime, label, confidence, top_k, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                "INSERT INTO results (run, path, size, mtime, label, confidence, top_k, error,"
+                " reused) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             self.db.execute("ROLLBACK")
             raise StoreError(f"cannot write to store {self.path}: {exc}") from None
+
+    def reuse(self, run_id: int, rows: Iterable[Row]) -> None:
+        """Commit copies of earlier results into this run (one transaction), marked as
+        reused; the rows come as the run should keep them (its label)."""
+        self.add_results(run_id, [
+            (r.path, r.size, r.mtime, r.label, r.confidence, [list(t) for t in r.top_k] or None,
+             r.error) for r in rows], reused=True)
 
     def find_done(self, model_sha256: str, path: str, size: int | None,
                   mtime: float | None, top_k: int = 1) -> int | None:
@@ -207,21 +215,6 @@ class Store:
             " AND json_array_length(results.top_k) >= ? ORDER BY results.id DESC LIMIT 1",
             (path, model_sha256, size, mtime, top_k)).fetchone()
         return int(r[0]) if r else None
-
-    def reuse(self, run_id: int, result_ids: list[int]) -> None:
-        """Copy earlier results into this run (one transaction), marked as reused."""
-        if not result_ids:
-            return
-        self._write("BEGIN IMMEDIATE")
-        try:
-            self.db.executemany(
-                "INSERT INTO results (run, path, size, mtime, label, confidence, top_k, error,"
-                " reused) SELECT ?, path, size, mtime, label, confidence, top_k, error, 1"
-                " FROM results WHERE id = ?", [(run_id, i) for i in result_ids])
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self.db.execute("ROLLBACK")
-            raise StoreError(f"cannot write to store {self.path}: {exc}") from None
 
     def count(self, run_id: int) -> int:
         """How many results the run has committed."""

@@ -85,6 +85,21 @@ def test_min_confidence_makes_unknown(tmp_path):
     assert row["label"] == "unknown" and float(row["confidence"]) < 0.9
 
 
+def test_reused_results_follow_this_runs_min_confidence(tmp_path):
+    grey = tmp_path / "grey.png"
+    from PIL import Image
+    Image.new("RGB", (20, 20), (128, 128, 128)).save(grey)
+    first = csv_rows(invoke("classify", str(grey), "--csv", "-").stdout)[0]
+    assert first["label"] != "unknown"
+    strict = invoke("classify", str(grey), "--min-confidence", "0.9", "--csv", "-")
+    assert "0 classified, 1 already in the store" in strict.stderr
+    assert csv_rows(strict.stdout)[0]["label"] == "unknown"
+    stored = csv_rows(invoke("report", "--csv", "-").stdout)[0]  # the run just made
+    assert stored["label"] == "unknown" and stored["top_k"] == first["top_k"]
+    lenient = invoke("classify", str(grey), "--csv", "-")
+    assert csv_rows(lenient.stdout)[0]["label"] == first["label"]
+
+
 def test_no_recursive(photos):
     result = invoke("classify", str(photos), "--no-recursive", "--csv", "-")
     assert {Path(r["path"]).name for r in csv_rows(result.stdout)} == {"r1.jpg", "g1.png",

@@ -130,7 +130,7 @@ def test_reused_results_are_copies_marked_as_reused(tmp_path):
         store.add_results(first, [("/p/x.jpg", 10, 1.0, "red", 0.9, [["red", 0.9]], None)])
         done = store.find_done("sha-a", "/p/x.jpg", 10, 1.0)
         second = store.start_run("sha-a", "a.onnx", {})
-        store.reuse(second, [done])
+        store.reuse(second, store.rows_by_id([done]))
         (copy,) = store.rows(second)
         assert copy == Row(second, "/p/x.jpg", 10, 1.0, "red", 0.9, [("red", 0.9)], None,
                            "sha-a", True)
@@ -176,9 +176,9 @@ def test_a_batch_that_cannot_be_written_is_rolled_back_whole(tmp_path):
                          " BEGIN SELECT RAISE(ABORT, 'disk full'); END")
         with pytest.raises(scenetool.store.StoreError,
                            match="^cannot write to store .*: disk full$"):
-            store.reuse(run, [good, good])
+            store.reuse(run, store.rows_by_id([good, good]))
         store.db.execute("DROP TRIGGER full")
-        store.reuse(run, [good])
+        store.reuse(run, store.rows_by_id([good]))
         store.reuse(run, [])
         assert [(r.path, r.reused) for r in store.rows(run)] == [("/p/good.jpg", False),
                                                                   ("/p/good.jpg", True)]

@@ -72,6 +72,9 @@ def label(probs: np.ndarray, labels: tuple[str, ...], settings: Settings,
     order = np.argsort(-probs)[: max(settings.top_k, 1)]
     top = tuple((labels[i], float(probs[i])) for i in order)
     name, confidence = top[0]
-    if confidence < settings.min_confidence:
-        name = UNKNOWN
-    return Result(item, name, confidence, top)
+    return Result(item, final_label(name, confidence, settings.min_confidence), confidence, top)
+
+
+def final_label(top: str, confidence: float, min_confidence: float) -> str:
+    """The label a result gets: its top label, or UNKNOWN below --min-confidence."""
+    return UNKNOWN if confidence < min_confidence else top
