@@ -161,26 +161,14 @@ def _claim(temp: str, target: str) -> None:
 class Sorter:
     """Places images in DEST/<label>/ one at a time (`place`), keeping a tally."""
 
-    def __init__(self, dest: str, action: Action = Action.COPY, min_confidence: float = 0.0,
-                 dry_run: bool = False):
+    def __init__(self, dest: str, action: Action = Action.COPY, dry_run: bool = False):
         self.dest = os.path.abspath(dest)
         self.real_dest = os.path.realpath(dest)
-        self.action, self.min_confidence, self.dry_run = action, min_confidence, dry_run
+        self.action, self.dry_run = action, dry_run
         self.tally = SortTally()
         # A dry run writes nothing, so it remembers the names it has given out (and to
         # which source) to count what the real sort would do with the next photo.
         self._planned: dict[str, str] = {}
-
-    def label_of(self, row: Row) -> str:
-        """The top label, or 'unknown' below --min-confidence.
-
-        Taken from the top-k list, not the stored label, because a reused result keeps
-        the 'unknown' of whatever --min-confidence its classify run had.
-        """
-        label = row.top_k[0][0] if row.top_k else (row.label or UNKNOWN)
-        if (row.confidence or 0.0) < self.min_confidence:
-            label = UNKNOWN
-        return label
 
     def place_all(self, rows: Iterable[Row]) -> SortTally:
         for row in rows:
@@ -196,7 +184,7 @@ class Sorter:
         if _is_within(os.path.realpath(row.path), self.real_dest):
             self.tally.inside_dest += 1
             return None
-        label = self.label_of(row)
+        label = row.label or UNKNOWN  # the job labels by this sort's --min-confidence
         try:
             placement = self._place(row.path, label)
         except OSError as exc:

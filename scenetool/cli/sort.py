@@ -55,7 +55,7 @@ def command(src: str, dest: str, copy_: bool, move: bool, link: bool, min_confid
     arguments = {"command": "sort", "src": src, "dest": dest, "action": action.value,
                  "min_confidence": min_confidence, "dry_run": dry_run}
     job = ClassifyJob(model, store, roots, settings, arguments=arguments)
-    sorter = Sorter(dest, action, min_confidence, dry_run)
+    sorter = Sorter(dest, action, dry_run)
     try:
         with err.status("classifying", spinner="line") if err.is_terminal else nullcontext():
             rows = list(job)
