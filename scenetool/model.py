@@ -130,18 +130,14 @@ class SceneModel:
     `predict_scored` into probabilities and, when the model has one, a "scene score" each.
 
     `threads` sets onnxruntime's intra-op threads (None: onnxruntime's default, all cores).
+    `data` is the file's content when it is already in memory (a Ray actor gets it from the
+    object store); `path` then only names the model in messages.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None,
+                 data: bytes | None = None):
         self.path = Path(path)
-        try:
-            self._bytes = self.path.read_bytes()
-        except FileNotFoundError:
-            raise ModelError(f"model file not found: {self.path}") from None
-        except IsADirectoryError:
-            raise ModelError(f"model path is a folder, not an ONNX file: {self.path}") from None
-        except OSError as exc:
-            raise ModelError(f"cannot read model {self.path}: {exc.strerror}") from None
+        self._bytes = self._read() if data is None else data
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -186,6 +182,16 @@ class SceneModel:
                              f"{rule.output!r}, which the graph lacks")
         self.score_name = rule.output if rule is not None else None
 
+    def _read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            raise ModelError(f"model file not found: {self.path}") from None
+        except IsADirectoryError:
+            raise ModelError(f"model path is a folder, not an ONNX file: {self.path}") from None
+        except OSError as exc:
+            raise ModelError(f"cannot read model {self.path}: {exc.strerror}") from None
+
     @property
     def labels(self) -> tuple[str, ...]:
         return self.meta.labels
@@ -193,6 +199,11 @@ class SceneModel:
     @property
     def image_size(self) -> tuple[int, int]:
         return self.meta.image_size
+
+    @property
+    def data(self) -> bytes:
+        """The model file's bytes (the Ray engine ships them to its workers)."""
+        return self._bytes
 
     @cached_property
     def sha256(self) -> str:

@@ -9,9 +9,19 @@ from __future__ import annotations
 
 import os
 
+URL_SCHEME = "s3://"  # object storage (scenetool.inputs.objects)
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether `path` names an object in object storage rather than a file."""
+    return isinstance(path, str) and path.startswith(URL_SCHEME)
+
 
 def store_key(path: str | os.PathLike) -> str:
-    """The key a file is stored under: its absolute path, symlinks not resolved."""
+    """The key a file is stored under: its absolute path, symlinks not resolved; an
+    object's URL as given."""
+    if is_url(path):
+        return path
     return os.path.abspath(os.fspath(path))
 
 
@@ -22,7 +32,9 @@ def as_text(key: str) -> str:
 
 def shown(key: str) -> str:
     """A path for a person at a terminal: relative to the working folder when it lies
-    below it, else absolute."""
+    below it, else absolute; an object's URL as it is."""
+    if is_url(key):
+        return key
     try:
         rel = os.path.relpath(key)
     except ValueError:

@@ -8,6 +8,7 @@ reason meant for people ("truncated image data", "not an image"), never a traceb
 
 from __future__ import annotations
 
+import io
 import os
 import re
 
@@ -24,6 +25,7 @@ from scenetool.inputs.formats import (
     not_decoded,
     register_plugins,
 )
+from scenetool.paths import is_url
 
 __all__ = ["MAX_PIXELS", "DecodeError", "is_candidate", "load_image", "open_rgb"]
 
@@ -60,6 +62,23 @@ def _bomb(pixels: str, limit: int) -> str:
     return f"image too large ({pixels} pixels; over {limit:,}): possible decompression bomb"
 
 
+def _source(path: str | os.PathLike) -> str | os.PathLike | io.BytesIO:
+    """What Pillow opens: the file, or an object's bytes fetched from object storage
+    (`scenetool.inputs.objects`)."""
+    if not is_url(path):
+        if os.path.getsize(path) == 0:
+            raise DecodeError("empty file (0 bytes)")
+        return path
+    if is_raw(path):
+        raise DecodeError("camera RAW is read from folders, not from object storage")
+    from scenetool.inputs.objects import read
+
+    data = read(str(path))
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    return io.BytesIO(data)
+
+
 def open_rgb(path: str | os.PathLike, at_least: tuple[int, int],
              max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode `path` as an upright RGB image, or raise DecodeError with a one-line reason.
@@ -74,14 +93,13 @@ def open_rgb(path: str | os.PathLike, at_least: tuple[int, int],
     training loader all decode through here.
     """
     try:
-        if os.path.getsize(path) == 0:
-            raise DecodeError("empty file (0 bytes)")
+        source = _source(path)
         if is_raw(path):
             from scenetool.inputs.raw import open_raw
 
             return open_raw(path, at_least)
         register_plugins()
-        with Image.open(path) as opened:
+        with Image.open(source) as opened:
             why = not_decoded(opened.format)
             if why:
                 raise DecodeError(f"unsupported format: {format_name(opened.format)}, {why}")

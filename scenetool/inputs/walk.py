@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from scenetool.inputs.formats import candidate_extensions, is_candidate
-from scenetool.paths import shown, store_key
+from scenetool.paths import is_url, shown, store_key
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,16 @@ def walk(paths: Iterable[str], recursive: bool = True,
     folder already walked (by device and inode), so symlink cycles end. Files that are not
     images are counted in `stats.skipped`. A path argument that does not exist, and a
     dangling symlink with an image's name, are yielded as items with an error.
+    `s3://` URLs are listed in object storage (`scenetool.inputs.objects`).
     """
     stats = stats if stats is not None else WalkStats()
     seen_dirs: set[tuple[int, int]] = set()
     for arg in paths:
+        if is_url(arg):
+            from scenetool.inputs.objects import walk_url
+
+            yield from walk_url(arg, recursive, stats)
+            continue
         absolute = store_key(arg)
         if os.path.isdir(absolute):
             yield from _walk_dir(absolute, recursive, seen_dirs, stats)
