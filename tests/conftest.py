@@ -13,6 +13,7 @@ The probe model answers with what it was fed: output i is the mean of input chan
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import struct
 import subprocess
@@ -239,3 +240,39 @@ def run(*args: str) -> subprocess.CompletedProcess:
     proc = scenetool(*args)
     out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API on 127.0.0.1 (moto's server), and the standard AWS variables that
+    point every client at it: this process, its subprocesses and the session's Ray
+    workers (started after this, so they inherit them)."""
+    moto_server = pytest.importorskip("moto.server", reason="needs moto[server] (test extra)")
+    pytest.importorskip("pyarrow", reason="needs pyarrow (the s3 or ray extra)")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }.items():
+            patch.setenv(key, value)
+        yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server):
+    """One real local Ray for the whole session (two CPUs), started the way scenetool
+    starts one (127.0.0.1 only, token authentication, no dashboard), shut down at the end.
+    Runs with --engine ray use it instead of starting their own."""
+    # Not importorskip: ray must not be imported before local_ray configures it.
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("needs the ray extra: pip install '.[ray]'")
+    from scenetool.engines.ray import local_ray
+
+    with local_ray(num_cpus=2) as ray:
+        yield ray

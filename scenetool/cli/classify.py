@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 
 import click
 from rich.console import Console
@@ -25,7 +25,7 @@ from scenetool.cli.options import (
     store_option,
 )
 from scenetool.errors import UsageError
-from scenetool.paths import shown
+from scenetool.paths import is_url, shown
 
 
 @click.command("classify", cls=Command)
@@ -48,11 +48,21 @@ from scenetool.paths import shown
 @click.option("--tag", is_flag=True,
               help="Also write each label into the photo's XMP sidecar, as scenetool tag does.")
 @sidecar_option
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True,
+              help="Run the model in this process, or on Ray (needs the ray extra).")
+@click.option("--address", metavar="ADDR", envvar="RAY_ADDRESS", show_envvar=True,
+              help="Ray cluster to run on (--engine ray). Default: a local Ray started for "
+                   "the run and shut down after it.")
+@click.option("--workers", type=click.IntRange(1, 100_000), default=None,
+              help="Model replicas (--engine ray). Default: one per CPU of the cluster.")
 @pipeline_options
 @store_option
-def command(paths: tuple[str, ...], recursive: bool, top_k: int, min_confidence: float,
-            csv_target: str | None, json_target: str | None, force: bool, quiet: bool,
-            watch: bool, settle: float, tag: bool, sidecar_name: str,
+@click.pass_context
+def command(ctx: click.Context, paths: tuple[str, ...], recursive: bool, top_k: int,
+            min_confidence: float, csv_target: str | None, json_target: str | None,
+            force: bool, quiet: bool, watch: bool, settle: float, tag: bool,
+            sidecar_name: str, engine: str, address: str | None, workers: int | None,
             batch_size: int, threads: int, model_path: str | None,
             store_path: str | None) -> None:
     """Label every image under PATH... (files or folders) and store the results.
@@ -67,6 +77,7 @@ def command(paths: tuple[str, ...], recursive: bool, top_k: int, min_confidence:
         scenetool classify ./photos --top-k 3 --csv results.csv
         scenetool classify a.jpg b.png --json - > results.jsonl
         scenetool classify ./incoming --watch --tag
+        scenetool classify s3://bucket/photos --engine ray --address 10.0.0.5:6379
     """
     from scenetool import api
     from scenetool.errors import FolderGone
@@ -74,6 +85,7 @@ def command(paths: tuple[str, ...], recursive: bool, top_k: int, min_confidence:
     _check_paths(paths)
     if watch:
         _check_watch(paths, recursive)
+    _check_engine_options(ctx, engine, watch, tag, paths)
     model = open_model(model_path)
     store = open_store(store_path)
     exporters = open_exports(csv_target, json_target)
@@ -81,14 +93,16 @@ def command(paths: tuple[str, ...], recursive: bool, top_k: int, min_confidence:
     options = {"model": model, "store": store, "top_k": top_k,
                "min_confidence": min_confidence, "batch_size": batch_size, "threads": threads,
                "force": force}
+    held = ExitStack()  # a Ray engine holds Ray until the run is over
+    runner = held.enter_context(_engine(engine, model, address, workers, options))
     results = (api.watch(paths, settle=settle, **options) if watch else
-               api.classify(paths, recursive=recursive, **options))
+               api.classify(paths, recursive=recursive, engine=runner, **options))
     tagger = _tagger(sidecar_name, min_confidence) if tag else None
     out, err = stdout(), stderr()
     if watch:
         say(err, f"watching {', '.join(shown(p) for p in paths)} for new images (Ctrl-C stops)")
-    started = time.perf_counter()
-    with _progress(err, quiet or watch) as progress, results:
+    started = time.perf_counter()  # a Ray engine's start-up counts in the rate
+    with held, _progress(err, quiet or watch) as progress, results:
         table_console = progress.console if progress and out.is_terminal else out
         table = None if (quiet or to_stdout) else _result_table(table_console, model, top_k)
         try:
@@ -137,8 +151,9 @@ def command(paths: tuple[str, ...], recursive: bool, top_k: int, min_confidence:
 
 def _check_paths(paths: tuple[str, ...]) -> None:
     """A PATH that is not there at all is a typo: a usage error before any run is recorded.
-    (A dangling symlink is there; it is classified as a failed file.)"""
-    missing = [path for path in paths if not os.path.lexists(path)]
+    (A dangling symlink is there; it is classified as a failed file. An s3:// URL is looked
+    up by the run: a missing bucket or prefix is a failed item.)"""
+    missing = [path for path in paths if not is_url(path) and not os.path.lexists(path)]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
 
@@ -149,6 +164,41 @@ def _check_watch(paths: tuple[str, ...], recursive: bool) -> None:
     for path in paths:
         if not os.path.isdir(path):
             raise UsageError(f"--watch needs folders; not a folder: {shown(path)}")
+
+
+def _check_engine_options(ctx: click.Context, engine: str, watch: bool, tag: bool,
+                          paths: tuple[str, ...]) -> None:
+    """--address and --workers mean something to the Ray engine only, which needs its
+    extra ($RAY_ADDRESS alone does not make a local run a usage error); --watch runs
+    locally; --tag writes sidecars beside files, which objects in a bucket do not have."""
+    from click.core import ParameterSource
+
+    if tag and any(is_url(path) for path in paths):
+        raise UsageError("--tag writes sidecar files beside photos; s3:// objects have none")
+    if engine == "ray":
+        if watch:
+            raise UsageError("--watch runs with the local engine: drop --engine ray")
+        from scenetool.engines.ray import require_ray
+
+        require_ray()
+        return
+    for name in ("address", "workers"):
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            raise UsageError(f"--{name} needs --engine ray")
+
+
+def _engine(name: str, model, address: str | None, workers: int | None,
+            options: dict) -> AbstractContextManager:
+    """The engine for the run as a context (None: the API's local engine); a Ray engine
+    holds Ray for its duration."""
+    if name != "ray":
+        return nullcontext(None)
+    from scenetool.engines.common import Settings
+    from scenetool.engines.ray import ray_engine
+
+    settings = Settings(batch_size=options["batch_size"], threads=options["threads"],
+                        top_k=options["top_k"], min_confidence=options["min_confidence"])
+    return ray_engine(model, settings, address, workers)
 
 
 def _tagger(sidecar_name: str, min_confidence: float):

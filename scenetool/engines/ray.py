@@ -1,0 +1,285 @@
+"""The Ray engine: the same classify job, with the model run by Ray Data on a Ray cluster.
+
+The driver (this process) walks, takes what the store already has and commits results,
+exactly as with the local engine (`scenetool.job`). What it hands Ray is the rest of the
+paths, not the images: a Dataset that `map_batches` feeds to `Classifier` on an actor
+pool. Each actor builds one model session, once, from the model's bytes, which the driver
+puts in the object store (workers need no copy of the model file); it reads and decodes
+each image with scenetool's own decoder (`engines.common.decode`) and returns the model's
+probabilities, which stream back (`iter_batches`) to be labelled by the step the local
+engine uses (`engines.common.label`). A file that cannot be read comes back as a row with
+its reason, never as a failed task. Ray restarts a killed actor and retries its batch.
+
+Ray is imported only by this module, and only when a run asks for it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from itertools import islice
+from typing import Any
+
+import numpy as np
+
+from scenetool.engines import common
+from scenetool.engines.common import Result, Settings
+from scenetool.errors import DecodeError, ScenetoolError, UsageError
+from scenetool.inputs.walk import Item
+from scenetool.model import SceneModel
+
+INSTALL_HINT = "pip install 'scenetool[ray]'"
+# Paths handed to Ray per Dataset: bounds the driver's memory on archives of millions of
+# images; each chunk costs one actor-pool start (a second or two), amortised over hours.
+CHUNK = 200_000
+_LOCAL_HOST = "127.0.0.1"
+
+
+class RayError(ScenetoolError):
+    """Ray could not be started or reached, or a run on it failed."""
+
+
+def require_ray() -> None:
+    """A usage error naming the extra unless Ray Data is installed; imports nothing, since
+    a local Ray must be configured before `ray` is first imported (see `local_ray`)."""
+    if not all(importlib.util.find_spec(name) for name in ("ray", "pyarrow", "pandas")):
+        raise UsageError(f"--engine ray needs the ray extra: {INSTALL_HINT}")
+
+
+def import_ray() -> Any:
+    """The `ray` module, with Ray Data loaded."""
+    require_ray()
+    import ray
+    import ray.data  # noqa: F401
+
+    return ray
+
+
+class Classifier:
+    """One model replica on a Ray actor: built once, then called with batches of paths."""
+
+    def __init__(self, model_ref: Any, name: str):
+        import ray
+
+        # One intra-op thread: Ray runs one replica per CPU it schedules.
+        self.model = SceneModel(name, threads=1, data=ray.get(model_ref))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        meta = self.model.meta
+        height, width = meta.image_size
+        size = len(batch["index"])
+        inputs = np.empty((size, height, width, 3), np.float32)
+        probs = np.full((size, len(meta.labels)), np.nan, np.float32)
+        errors = [""] * size  # a string column: Arrow would turn all-None into NaN
+        decoded_rows: list[int] = []
+        for row, (path, error) in enumerate(zip(batch["path"], batch["error"], strict=True)):
+            decoded = common.decode(meta, Item(str(path), error=str(error) or None))
+            if isinstance(decoded, DecodeError):
+                errors[row] = str(decoded)
+            else:
+                common.to_input(decoded, meta, inputs[len(decoded_rows)])
+                decoded_rows.append(row)
+        if decoded_rows:
+            probs[decoded_rows] = self.model.predict(inputs[: len(decoded_rows)])
+        return {"index": batch["index"], "probs": probs, "error": np.array(errors, object)}
+
+
+class RayEngine:
+    """Classifies on Ray. Ray is reached, or started, when the first image needs the model
+    (a run the store answers entirely never starts it); `close` lets it go."""
+
+    def __init__(self, model: SceneModel, settings: Settings, address: str | None = None,
+                 workers: int | None = None):
+        self.model, self.settings = model, settings
+        self.address, self.workers = address, workers
+        self._held = ExitStack()
+        self._ray: Any = None
+        self._model_ref: Any = None
+        self._replicas = 0
+
+    def close(self) -> None:
+        self._model_ref = None
+        self._held.close()
+
+    def batches(self, items: Iterable[Item]) -> Iterator[list[Result]]:
+        """A list of Results per batch, in input order."""
+        iterator = iter(items)
+        while chunk := list(islice(iterator, CHUNK)):
+            self._connect()
+            try:
+                yield from self._chunk(chunk)
+            except ScenetoolError:
+                raise
+            except Exception as exc:  # a failed Ray task or a lost cluster
+                cause = _scenetool_cause(exc)
+                if cause is not None:
+                    raise cause from None
+                raise RayError(f"the run on Ray failed: {_first_line(exc)}") from None
+
+    def _connect(self) -> None:
+        if self._ray is None:
+            self._replicas = self._held.enter_context(connected(self.address, self.workers))
+            self._ray = import_ray()
+            _configure_data(self._ray)
+            self._model_ref = self._ray.put(self.model.data)
+
+    def _chunk(self, chunk: list[Item]) -> Iterator[list[Result]]:
+        ray, batch_size = self._ray, max(self.settings.batch_size, 1)
+        rows = [{"index": i, "path": item.path, "error": item.error or ""}
+                for i, item in enumerate(chunk)]
+        dataset = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // batch_size))
+        dataset = dataset.map_batches(
+            Classifier, fn_constructor_kwargs={"model_ref": self._model_ref,
+                                               "name": self.model.path.name},
+            batch_size=batch_size, batch_format="numpy", num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=min(self._replicas, len(chunk))))
+        labels = self.model.labels
+        for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            results = []
+            for index, probs, error in zip(out["index"], out["probs"], out["error"],
+                                           strict=True):
+                item = chunk[int(index)]
+                results.append(Result(item, error=str(error)) if error else
+                               common.label(probs, labels, self.settings, item))
+            yield results
+
+
+def _configure_data(ray: Any) -> None:
+    """Ray Data quiet on our stderr (the CLI draws its own progress) and in input order."""
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Advice for tuning pipelines (e.g. fewer inputs than actors on a small run).
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data")
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    context.enable_auto_log_stats = False
+    context.execution_options.preserve_order = True
+
+
+def _local_environment() -> dict[str, str]:
+    """What a private local Ray needs in the environment before `ray` is imported: token
+    authentication on (with a token made for this run unless one is configured), and
+    every address on the loopback interface (Ray's own switch for single-node use)."""
+    env = {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           # Ray's C++ logs (files in the session folder, removed afterwards) would also
+           # print errors to our stderr that are not ours to report, such as a warning
+           # about actor arguments held in the object store by this very driver.
+           "RAY_BACKEND_LOG_LEVEL": os.environ.get("RAY_BACKEND_LOG_LEVEL", "fatal")}
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    return env
+
+
+@contextmanager
+def local_ray(num_cpus: int) -> Iterator[Any]:
+    """Start a Ray on this machine for the duration of the block, then shut it down.
+
+    It advertises and listens on 127.0.0.1 only, keeps token authentication on, and runs
+    without the dashboard, the job server and the client server. Its session files go to
+    a temporary folder that is removed afterwards.
+    """
+    saved = {key: os.environ.get(key) for key in _local_environment()}
+    os.environ.update(_local_environment())
+    temp_dir = tempfile.mkdtemp(prefix="scenetool-ray-")
+    ray = import_ray()
+    try:
+        try:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     _node_ip_address=_LOCAL_HOST, _temp_dir=temp_dir, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        except Exception as exc:  # Ray raises many kinds of errors while starting
+            raise RayError(f"could not start a local Ray: {_first_line(exc)}") from None
+        try:
+            _check_private(ray)
+            yield ray
+        finally:
+            ray.shutdown()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _check_private(ray: Any) -> None:
+    """Refuse to run on a local Ray that is reachable from the network or unauthenticated
+    (possible when ray was imported before `local_ray` could configure it)."""
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    gcs = ray.get_runtime_context().gcs_address
+    if not gcs.startswith(f"{_LOCAL_HOST}:"):
+        raise RayError(f"the local Ray listens on {gcs}, not on {_LOCAL_HOST}: refusing to run")
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        raise RayError("the local Ray started without token authentication: refusing to run")
+
+
+@contextmanager
+def connected(address: str | None, workers: int | None) -> Iterator[int]:
+    """Ray for one run, and how many model replicas to run on it.
+
+    Already connected (a test session, a script that called `ray.init`): use that Ray.
+    `address`: connect to that cluster, and disconnect afterwards. Neither: start a local
+    Ray for the run (`local_ray`) and shut it down afterwards.
+    """
+    if _already_connected():
+        yield workers or _cluster_cpus(import_ray())
+    elif address:
+        ray = import_ray()
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        except Exception as exc:  # ConnectionError, AuthenticationError, ValueError, ...
+            raise RayError(f"cannot connect to Ray at {address}: {_first_line(exc)}") from None
+        try:
+            yield workers or _cluster_cpus(ray)
+        finally:
+            ray.shutdown()
+    else:
+        with local_ray(max(workers or os.cpu_count() or 1, 1)) as ray:
+            yield workers or _cluster_cpus(ray)
+
+
+def _already_connected() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def _cluster_cpus(ray: Any) -> int:
+    return max(int(ray.cluster_resources().get("CPU", 1)), 1)
+
+
+@contextmanager
+def ray_engine(model: SceneModel, settings: Settings, address: str | None = None,
+               workers: int | None = None) -> Iterator[RayEngine]:
+    """A RayEngine for the block: Ray as `connected` says, let go at the end."""
+    require_ray()
+    engine = RayEngine(model, settings, address, workers)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def _scenetool_cause(exc: BaseException) -> ScenetoolError | None:
+    """The ScenetoolError a failed Ray task raised (e.g. a model that cannot run), if any."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, ScenetoolError):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__
+        seen += 1
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

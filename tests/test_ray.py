@@ -1,0 +1,294 @@
+"""The Ray engine on a real local Ray (one for the session, see conftest.ray_cluster):
+same results as the local engine, reuse, a killed actor, and what listens during a run.
+
+`ray` is never imported at module level here: the session's Ray must be configured
+before ray is first imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import make_image
+
+from scenetool.cli import cli
+from scenetool.engines.common import Settings
+from scenetool.job import ClassifyJob
+from scenetool.model import open_model
+from scenetool.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+COLOURS = ("red", "green", "blue")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def make_photos(folder: Path, n: int, size=(48, 40), fmt: str = "jpg") -> list[Path]:
+    return [make_image(folder / f"{i:04d}.{fmt}", COLOURS[i % 3], size=size)
+            for i in range(n)]
+
+
+def make_bad(folder: Path) -> None:
+    """Files that cannot be classified, each for its own reason."""
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image")
+    good = make_image(folder / "whole.jpg", "red", size=(200, 200)).read_bytes()
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "whole.jpg").unlink()
+
+
+def by_path(output: str) -> dict[str, dict]:
+    return {row["path"]: row for row in map(json.loads, output.splitlines())}
+
+
+# -- processes and sockets of this test session's Ray (Linux /proc) ------------------------
+
+def descendants(root: int) -> dict[int, str]:
+    """pid -> command line of every process below `root`: the Ray this process started."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in found:
+                try:
+                    with open(f"/proc/{child}/cmdline", "rb") as f:
+                        found[child] = f.read().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                frontier.append(child)
+    return found
+
+
+def listening_sockets(pids) -> list[tuple[str, int, int]]:
+    """(address, port, pid) of every listening TCP socket the processes `pids` hold."""
+    listening: dict[str, tuple[str, int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            hex_addr, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(hex_addr)
+            if len(raw) == 4:
+                address = socket.inet_ntop(socket.AF_INET, raw[::-1])
+            else:  # /proc stores IPv6 as four little-endian 32-bit words
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                address = socket.inet_ntop(socket.AF_INET6, words)
+            listening[fields[9]] = (address, int(hex_port, 16))
+    found = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inode = target[8:-1]
+                if inode in listening:
+                    found.append((*listening[inode], pid))
+    return found
+
+
+def http_status(port: int) -> bytes | None:
+    """The status line 127.0.0.1:port answers an HTTP request with, or None when what
+    listens there does not speak HTTP (Ray's gRPC servers)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            conn.settimeout(2)
+            conn.sendall(b"GET /api/jobs/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = conn.recv(64)
+    except OSError:
+        return None
+    return answer.split(b"\r\n")[0] if answer.startswith(b"HTTP/") else None
+
+
+def run_job(paths: list[str], store: Store, settings: Settings = Settings(batch_size=8),
+            on_first_row: Callable[[], None] | None = None, **engine_args) -> ClassifyJob:
+    """A classify run on the session's Ray, calling `on_first_row` once, mid-run."""
+    from scenetool.engines.ray import ray_engine
+
+    model = open_model()
+    with ray_engine(model, settings, **engine_args) as engine:
+        job = ClassifyJob(model, store, paths, settings, engine=engine)
+        for _row in job:
+            if on_first_row:
+                on_first_row()
+                on_first_row = None
+    return job
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+def test_ray_gives_the_local_engines_results(ray_cluster, tmp_path):
+    photos = tmp_path / "photos"
+    make_photos(photos, 24)
+    make_bad(photos)
+    local = invoke("classify", str(photos), "--store", str(tmp_path / "local.db"),
+                   "--top-k", "3", "--json", "-")
+    distributed = invoke("classify", str(photos), "--engine", "ray", "--store",
+                         str(tmp_path / "ray.db"), "--top-k", "3", "--json", "-")
+    assert local.exit_code == distributed.exit_code == 1  # the bad files failed
+    expected, got = by_path(local.stdout), by_path(distributed.stdout)
+    assert list(got) == list(expected)  # every image, in the same order
+    assert sum(1 for row in got.values() if row["error"]) == 3
+    for path, row in expected.items():
+        assert got[path]["label"] == row["label"], path
+        assert got[path]["error"] == row["error"], path
+        if row["confidence"] is not None:
+            assert abs(got[path]["confidence"] - row["confidence"]) <= 1e-5, path
+            assert [t["label"] for t in got[path]["top_k"]] == [t["label"] for t in row["top_k"]]
+    # The store `report` reads has the same rows.
+    report = invoke("report", "--store", str(tmp_path / "ray.db"), "--json", "-")
+    assert by_path(report.stdout).keys() == expected.keys()
+
+
+def test_rerun_reuses_everything(ray_cluster, tmp_path):
+    photos = tmp_path / "photos"
+    make_photos(photos, 12)
+    db = str(tmp_path / "ray.db")
+    first = invoke("classify", str(photos), "--engine", "ray", "--store", db, "-q")
+    assert first.exit_code == 0
+    again = invoke("classify", str(photos), "--engine", "ray", "--store", db, "-q")
+    assert again.exit_code == 0
+    assert "12 image(s): 0 classified, 12 already in the store" in " ".join(again.output.split())
+    with Store(db) as store:
+        assert store.count(2) == 12 and all(row.reused for row in store.rows(2))
+
+
+def test_no_dashboard_job_or_client_server_during_a_run(ray_cluster, tmp_path):
+    photos = tmp_path / "photos"
+    make_photos(photos, 64)
+    seen: dict = {}
+
+    def look() -> None:
+        processes = descendants(os.getpid())
+        seen["processes"] = processes
+        seen["sockets"] = listening_sockets(processes)
+
+    with Store(tmp_path / "s.db") as store:
+        job = run_job([str(photos)], store, on_first_row=look)
+    assert job.tally.classified == 64
+    processes, sockets = seen["processes"], seen["sockets"]
+    commands = " ".join(processes.values())
+    assert "gcs_server" in commands and "raylet" in commands  # we looked at the right Ray
+    assert "client/server" not in commands and "client_server" not in commands
+    assert sockets, "found no listening socket at all"
+    for address, port, pid in sockets:
+        assert address in ("127.0.0.1", "::ffff:127.0.0.1"), (address, port, processes[pid])
+        assert port not in (8265, 10001, 52365), port  # dashboard and jobs, client, agent
+        # Ray still runs a minimal dashboard process (usage stats only, no frontend) and
+        # an agent: neither may listen.
+        program = " ".join(processes[pid].split()[:2])  # the executable and its script
+        assert "dashboard" not in program.lower(), processes[pid]
+        # The one HTTP server is the runtime-env agent, and it wants the token.
+        status = http_status(port)
+        if status is not None:
+            assert "RuntimeEnvAgent" in program and b" 401 " in status, (status, program)
+    assert ray_cluster.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+
+
+def test_the_local_ray_refuses_a_client_without_its_token(ray_cluster):
+    gcs = ray_cluster.get_runtime_context().gcs_address
+    code = f"import ray; ray.init(address={gcs!r})"
+    for token in ("not-the-token", None):
+        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token or "",
+               "RAY_AUTH_TOKEN_PATH": os.devnull if token is None else ""}
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode != 0
+        assert "uthenticat" in result.stderr, result.stderr[-500:]
+
+
+def test_a_killed_actor_loses_and_repeats_nothing(ray_cluster, tmp_path):
+    photos = tmp_path / "photos"
+    n = 240
+    make_photos(photos, n, size=(400, 300), fmt="png")
+    killed: list[int] = []
+
+    def kill_an_actor() -> None:
+        actors = [pid for pid, command in descendants(os.getpid()).items()
+                  if "MapWorker" in command and "Classifier" in command]
+        assert actors, "no Classifier actor found"
+        os.kill(actors[0], signal.SIGKILL)
+        killed.append(actors[0])
+
+    with Store(tmp_path / "s.db") as store:
+        job = run_job([str(photos)], store, Settings(batch_size=4), on_first_row=kill_an_actor)
+        assert killed and job.tally.total < n + 1
+        assert job.tally.classified == n and job.tally.failed == 0
+        paths = [row.path for row in store.rows(job.run_id)]
+    assert len(paths) == n and len(set(paths)) == n  # every image once, none twice
+    assert set(paths) == {str(p) for p in photos.iterdir()}
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
+
+
+def test_workers_option(ray_cluster, tmp_path):
+    photos = tmp_path / "photos"
+    make_photos(photos, 6)
+    result = invoke("classify", str(photos), "--engine", "ray", "--workers", "1", "-q")
+    assert result.exit_code == 0
+    assert "6 image(s): 6 classified" in " ".join(result.output.split())
+
+
+def test_address_and_workers_need_the_ray_engine(tmp_path):
+    result = CliRunner().invoke(cli, ["classify", str(tmp_path), "--workers", "2"])
+    assert result.exit_code == 2
+    assert "Error: --workers needs --engine ray" in result.output
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_without_the_extra_ray_engine_is_a_usage_error(tmp_path):
+    make_image(tmp_path / "a.jpg")
+    # sys.modules[name] = None is how Python says "not installed" to import and find_spec.
+    code = ("import sys; sys.modules['ray'] = None; from scenetool.cli import main; "
+            f"sys.argv = ['scenetool', 'classify', {str(tmp_path)!r}, '--engine', 'ray']; "
+            "main()")
+    result = run_python(code)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert ("Error: --engine ray needs the ray extra: pip install 'scenetool[ray]'"
+            in result.stderr)
+
+
+def test_import_and_version_never_import_ray():
+    code = ("import sys; import scenetool; from scenetool.cli import main; "
+            "sys.argv = ['scenetool', '--version']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('ray', 'pyarrow', 'pandas') if m in sys.modules))")
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
