@@ -18,7 +18,7 @@ SPLIT_ARG := $(if $(SPLIT),--split $(SPLIT),)
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[train,test]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[train,test,ray]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -7,11 +7,22 @@ import sys
 import click
 
 from scenetool.cli import Command, options
-from scenetool.paths import shown
+from scenetool.paths import is_url, shown
+
+
+class LocalFolder(click.Path):
+    """A folder on this machine: an s3:// URL is refused with the reason, not as missing."""
+
+    def convert(self, value, param, ctx):
+        if is_url(value):
+            self.fail(f"{value}: sort files images into folders on this machine and does not "
+                      "move objects in object storage; classify the bucket, then use report "
+                      "--csv to act on its labels", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 @click.command("sort", cls=Command)
-@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.argument("src", type=LocalFolder(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path())
 @click.option("--copy", "copy_", is_flag=True, help="Copy the images (the default).")
 @click.option("--move", is_flag=True, help="Move the images (safe across filesystems).")
