@@ -136,8 +136,9 @@ def stored_results(db: Path) -> int:
 
 
 def classify_case(name: str, title: str, folder: Path, images: int, model_path: Path,
-                  workdir: Path, unit: str = "images/s") -> Case:
-    """`scenetool classify FOLDER -q` with a fresh store per repeat, from start to exit.
+                  workdir: Path, unit: str = "images/s", extra: Sequence[str] = ()) -> Case:
+    """`scenetool classify FOLDER -q [extra]` with a fresh store per repeat, from start to
+    exit (a Ray engine's start-up and shutdown included).
 
     With unit "MiB" the figure is the process's peak RSS instead of its throughput.
     """
@@ -147,7 +148,7 @@ def classify_case(name: str, title: str, folder: Path, images: int, model_path: 
     def measure() -> Sample:
         store = workdir / f"{name}-{next(serial)}.db"
         cmd = python_module("scenetool", "classify", str(folder), "--store", str(store),
-                            "--model", str(model_path), "-q")
+                            "--model", str(model_path), "-q", *extra)
         done = run_command(cmd, env, ok_codes=(0, 1))
         stored = stored_results(store)
         if stored != images:
@@ -186,6 +187,16 @@ def derived_memory_case(source: Case) -> Case:
     """Peak RSS read off another case's repeats (the end-to-end runs measure it already)."""
     case = Case("memory_1x", "peak RSS: classify the folder", "MiB", images=source.images)
     case.samples = [Sample(s.peak_rss_mib or 0.0, s.seconds, s.peak_rss_mib)
+                    for s in source.samples]
+    case.error, case.skipped = source.error, source.skipped
+    return case
+
+
+def derived_throughput_case(name: str, title: str, source: Case) -> Case:
+    """Throughput read off another case's repeats of the same command (memory_5x runs
+    `classify` on the five-fold folder already)."""
+    case = Case(name, title, "images/s", images=source.images)
+    case.samples = [Sample((source.images or 0) / s.seconds, s.seconds, s.peak_rss_mib)
                     for s in source.samples]
     case.error, case.skipped = source.error, source.skipped
     return case

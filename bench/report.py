@@ -51,6 +51,7 @@ TARGETS = (
     Target("memory_5x", "<", 500.0, "< 500 MiB"),
     Target("startup_version", "<", 0.3, "< 0.3 s"),
     Target("startup_classify_one", "<", 1.0, "< 1 s"),
+    Target("ray_vs_local_5x", ">=", 0.9, ">= 0.9x"),
 )
 # Ratios of medians: name -> (title, numerator, denominator, unit).
 RATIOS = {
@@ -63,6 +64,7 @@ RATIOS = {
                            "phone_heic_jpeg", "ratio"),
     "phone_heic_full_vs_jpeg": ("phone photos: HEIC (no thumbnail) / JPEG", "phone_heic_full",
                                 "phone_heic_jpeg", "ratio"),
+    "ray_vs_local_5x": ("Ray engine / local engine, 5x", "ray_5x", "local_5x", "ratio"),
 }
 # Table order: case names, ratio names and "shared_cores".
 ORDER = (
@@ -71,7 +73,7 @@ ORDER = (
     "phone_heic_jpeg", "phone_heic", "phone_heic_full", "phone_heic_vs_jpeg",
     "phone_heic_full_vs_jpeg",
     "memory_1x", "memory_5x", "memory_5x_vs_1x", "startup_version", "startup_info",
-    "startup_classify_one",
+    "startup_classify_one", "local_5x", "ray_5x", "ray_vs_local_5x",
 )
 
 

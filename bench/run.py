@@ -8,6 +8,7 @@ time and their ratios hold when the machine's load drifts; medians are reported.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -161,7 +162,20 @@ def build_cases(plan: Plan, model: SceneModel, files: list[str], workdir: Path) 
     found += phone_cases(plan, files, workdir)
     found.append(cases.classify_case("memory_5x", "peak RSS: classify the folder 5 times over",
                                      fivefold, 5 * n, plan.model_path, workdir, unit="MiB"))
+    found.append(ray_case(plan, fivefold, 5 * n, workdir))
     return found
+
+
+def ray_case(plan: Plan, folder: Path, images: int, workdir: Path) -> Case:
+    """`classify --engine ray` on the five-fold folder: a local Ray started and shut down
+    by every repeat, against the local engine's runs of memory_5x (same folder, same
+    rounds)."""
+    title = "Ray engine, 5x: classify --engine ray (start-up included)"
+    if importlib.util.find_spec("ray") is None:
+        return Case("ray_5x", title, "images/s", images=images,
+                    skipped="needs the ray extra: pip install '.[ray]'")
+    return cases.classify_case("ray_5x", title, folder, images, plan.model_path, workdir,
+                               extra=("--engine", "ray"))
 
 
 def warm_up(model_path: Path) -> None:
@@ -252,6 +266,8 @@ def main(model_opt: str | None, photos_opt: str | None, quick: bool, repeats: in
         run_rounds(case_list, plan.repeats)
     by_name = {case.name: case for case in case_list}
     by_name["memory_1x"] = cases.derived_memory_case(by_name["end_to_end"])
+    by_name["local_5x"] = cases.derived_throughput_case(
+        "local_5x", "local engine, 5x: classify (the memory_5x runs)", by_name["memory_5x"])
     figs = report.figures(by_name)
     checked = report.check_targets(figs)
     report.write_json(plan.out, document(plan, chosen, model, by_name, figs, checked, started))

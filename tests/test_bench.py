@@ -21,9 +21,10 @@ CASES = {
     "ceiling", "decode", "end_to_end", "naive", "phone_end_to_end", "phone_naive",
     "memory_1x", "memory_5x", "startup_version", "startup_info", "startup_classify_one",
     "phone_heic_jpeg", "phone_heic", "phone_heic_full",
+    "local_5x", "ray_5x",
 }
 TARGETS = {"end_to_end_vs_ceiling", "phone_end_to_end_vs_naive", "memory_5x_vs_1x",
-           "memory_5x", "startup_version", "startup_classify_one"}
+           "memory_5x", "startup_version", "startup_classify_one", "ray_vs_local_5x"}
 
 
 def python(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -53,6 +54,7 @@ def test_quick_bench_measures_every_case(tmp_path, tiny_model):
     assert doc["cases"]["phone_heic"]["images"] == 1
     assert [len(list(cache.glob(f"phone-2-*-heic-*-{kind}-1/*.heic"))) for kind in (
         "thumb320", "nothumb")] == [1, 1]
+    assert doc["cases"]["ray_5x"]["images"] == doc["cases"]["local_5x"]["images"] == 60
     assert {t["figure"] for t in doc["targets"]} == TARGETS
     assert all(isinstance(t["passed"], bool) for t in doc["targets"])
     machine = doc["machine"]
