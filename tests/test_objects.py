@@ -112,3 +112,12 @@ def test_sort_refuses_a_bucket(tmp_path):
     assert result.exit_code == 2
     assert "does not move objects in object storage" in result.output
     assert not Path(tmp_path / "out").exists()
+
+
+def test_sidecars_are_never_written_for_objects(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args in (["tag", "s3://bucket/photos"], ["classify", "s3://bucket/photos", "--tag"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, args
+        assert "s3:// objects have none" in result.output
+    assert list(tmp_path.iterdir()) == []  # no "s3:" folder made here

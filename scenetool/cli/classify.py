@@ -18,6 +18,7 @@ from scenetool.cli.options import (
     open_model,
     open_store,
     pipeline_options,
+    refuse_sidecars_for_urls,
     say,
     sidecar_option,
     stderr,
@@ -173,8 +174,8 @@ def _check_engine_options(ctx: click.Context, engine: str, watch: bool, tag: boo
     locally; --tag writes sidecars beside files, which objects in a bucket do not have."""
     from click.core import ParameterSource
 
-    if tag and any(is_url(path) for path in paths):
-        raise UsageError("--tag writes sidecar files beside photos; s3:// objects have none")
+    if tag:
+        refuse_sidecars_for_urls(paths)
     if engine == "ray":
         if watch:
             raise UsageError("--watch runs with the local engine: drop --engine ray")

@@ -97,3 +97,13 @@ def open_exports(csv_target: str | None, json_target: str | None) -> list:
             except OSError as exc:
                 raise OutputError.writing(target, exc) from None
     return exporters
+
+
+def refuse_sidecars_for_urls(paths) -> None:
+    """Sidecars are files beside photos: objects in a bucket have no such place (and a URL
+    must never become a local path)."""
+    from scenetool.paths import is_url
+
+    if any(is_url(path) for path in paths):
+        raise UsageError("XMP sidecars are written beside photos in folders; s3:// objects "
+                         "have none")

@@ -16,6 +16,7 @@ from scenetool.cli.options import (
     open_model,
     open_store,
     pipeline_options,
+    refuse_sidecars_for_urls,
     say,
     sidecar_option,
     stderr,
@@ -66,6 +67,7 @@ def command(paths: tuple[str, ...], recursive: bool, sidecar_name: str, min_conf
     """
     from scenetool.tagging import Tagger
 
+    refuse_sidecars_for_urls(paths)
     tagger = Tagger(sidecar_name, min_confidence, dry_run)
     out, err = stdout(), stderr()
     table = TagTable(out, dry_run)
