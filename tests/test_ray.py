@@ -11,14 +11,16 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_image
+from conftest import make_image, scenetool
 
 from scenetool.cli import cli
 from scenetool.engines.common import Settings
@@ -249,6 +251,48 @@ def test_a_killed_actor_loses_and_repeats_nothing(ray_cluster, tmp_path):
     assert set(paths) == {str(p) for p in photos.iterdir()}
     with pytest.raises(ProcessLookupError):
         os.kill(killed[0], 0)
+
+
+def stored(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_ctrl_c_keeps_what_was_done_and_shuts_its_ray_down(ray_cluster, tmp_path):
+    """A real process that starts its own local Ray: Ctrl-C mid-run exits 130 with what
+    was committed kept, no process of its Ray outlives it, and the next run resumes."""
+    photos = tmp_path / "photos"
+    n = 300
+    make_photos(photos, n, size=(400, 300), fmt="png")
+    db = tmp_path / "int.db"
+    # CI may run with SIGINT ignored; give the child the default, as a terminal would.
+    proc = scenetool("classify", str(photos), "--engine", "ray", "--store", str(db),
+                     "--batch-size", "4", "-q",
+                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    its_ray: dict[int, str] = {}
+    deadline = time.time() + 180
+    while stored(db) < 8 and proc.poll() is None and time.time() < deadline:
+        its_ray.update(descendants(proc.pid))
+        time.sleep(0.05)
+    its_ray.update(descendants(proc.pid))
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    assert "Traceback" not in err
+    kept = stored(db)
+    assert 0 < kept < n
+    assert err.strip().splitlines()[-1] == f"interrupted: {kept} results kept in run 1 of {db}"
+    assert any("raylet" in command for command in its_ray.values())
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in its_ray):
+        time.sleep(0.2)
+    assert not [its_ray[pid] for pid in its_ray if Path(f"/proc/{pid}").exists()]
+    resumed = invoke("classify", str(photos), "--store", str(db), "-q")
+    assert (f"{n} image(s): {n - kept} classified, {kept} already in the store"
+            in " ".join(resumed.output.split()))
 
 
 def test_workers_option(ray_cluster, tmp_path):
