@@ -55,3 +55,7 @@ class SidecarError(ScenetoolError):
 
 class FolderGone(ScenetoolError):
     """A watched folder was deleted, moved away or replaced."""
+
+
+class RayError(ScenetoolError):
+    """Ray could not be started or reached, or a run on it failed (--engine ray)."""

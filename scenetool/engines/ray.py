@@ -32,7 +32,7 @@ import numpy as np
 
 from scenetool.engines import common
 from scenetool.engines.common import Result, Settings
-from scenetool.errors import DecodeError, ScenetoolError, UsageError
+from scenetool.errors import DecodeError, RayError, ScenetoolError, UsageError
 from scenetool.inputs.walk import Item
 from scenetool.model import SceneModel
 
@@ -41,10 +41,6 @@ INSTALL_HINT = "pip install 'scenetool[ray]'"
 # images; each chunk costs one actor-pool start (a second or two), amortised over hours.
 CHUNK = 200_000
 _LOCAL_HOST = "127.0.0.1"
-
-
-class RayError(ScenetoolError):
-    """Ray could not be started or reached, or a run on it failed."""
 
 
 def require_ray() -> None:
