@@ -12,11 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import make_image
+from conftest import ROOT, make_image, python_env
 
 from bench import photos
 
-ROOT = Path(__file__).resolve().parents[1]
 CASES = {
     "ceiling", "decode", "end_to_end", "naive", "phone_end_to_end", "phone_naive",
     "memory_1x", "memory_5x", "startup_version", "startup_info", "startup_classify_one",
@@ -28,8 +27,7 @@ TARGETS = {"end_to_end_vs_ceiling", "phone_end_to_end_vs_naive", "memory_5x_vs_1
 
 
 def python(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *args], env=env, cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, *args], env=python_env(), cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 
 

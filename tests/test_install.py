@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_image
+from conftest import ROOT, make_image
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "scenetool" / "models" / "scenes.onnx"
 pytestmark = pytest.mark.skipif(not SHIPPED.exists(),
                                 reason="scenetool/models/scenes.onnx is not there to ship")

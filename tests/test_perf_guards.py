@@ -8,7 +8,6 @@ batch per transaction, and start-up loads none of the heavy modules.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ import weakref
 from pathlib import Path
 
 import numpy as np
-from conftest import make_image
+from conftest import make_image, python_env
 
 import scenetool.engines.common as common
 from scenetool.engines.common import Settings
@@ -26,8 +25,6 @@ from scenetool.inputs.walk import walk
 from scenetool.job import ClassifyJob
 from scenetool.model import open_model
 from scenetool.store import Store
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def photo_folder(folder: Path, n: int) -> Path:
@@ -130,8 +127,7 @@ def test_start_up_loads_no_heavy_module():
         "    pass\n"
         "print('VERSION', sorted(m for m in heavy if m in sys.modules))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], env=python_env(), capture_output=True,
+                         text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "IMPORT []" in out.stdout and "VERSION []" in out.stdout, out.stdout
