@@ -1,0 +1,48 @@
+"""Atomic writes: a reader sees the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from scenetool.fsutil import atomic_path, atomic_write, temp_beside, write_bytes, write_text
+
+
+def test_write_text_and_bytes_replace_the_target_whole(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old and longer than the new text")
+    assert write_text(target, "naïve café\n") == target
+    assert target.read_bytes() == "naïve café\n".encode()
+    assert write_text(target, "naïve", encoding="latin-1") == target
+    assert target.read_bytes() == "naïve".encode("latin-1")
+    assert write_bytes(target, b"\x00\x01") == target
+    assert target.read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "report.csv"
+    target.write_text("the old report")
+    with pytest.raises(RuntimeError), atomic_write(target) as f:
+        f.write("half of the new")
+        raise RuntimeError("disk full")
+    assert target.read_text() == "the old report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.csv"]
+
+
+def test_atomic_path_hands_out_a_hidden_name_beside_the_target(tmp_path):
+    target = tmp_path / "model.keras"
+    with atomic_path(target, suffix=".keras") as temp:
+        assert temp.parent == tmp_path and temp.name.startswith(".model.keras.")
+        assert temp.name.endswith(".part.keras") and not target.exists()
+        temp.write_bytes(b"weights")
+        os.chmod(temp, 0o444)  # a writer may leave its file read-only: still synced
+    assert target.read_bytes() == b"weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+
+
+def test_temporary_names_do_not_collide(tmp_path):
+    names = {temp_beside(tmp_path / "x.json").name for _ in range(50)}
+    assert len(names) == 50
+    assert all(n.startswith(".x.json.") and n.endswith(".part") for n in names)
