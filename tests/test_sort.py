@@ -271,3 +271,75 @@ def test_dry_run_counts_a_duplicate_photo_as_the_real_sort_does(tmp_path, action
     real = invoke("sort", str(src), str(dest), action)
     assert dry.exit_code == real.exit_code == 0, dry.output + real.output
     assert table_row(dry.stdout, "red") == table_row(real.stdout, "red") == [done, already]
+
+
+def test_a_same_size_namesake_is_not_taken_for_the_photo(tmp_path):
+    """BMPs of one size have one byte count: only the bytes tell two photos apart. A move
+    that took someone else's x.bmp for 'already there' would delete the photo."""
+    src = tmp_path / "photos"
+    mine = make_image(src / "x.bmp", "red")
+    photo = mine.read_bytes()
+    dest = tmp_path / "sorted"
+    (dest / "red").mkdir(parents=True)
+    (dest / "red" / "x.bmp").write_bytes(photo[:-1] + bytes([photo[-1] ^ 1]))  # the last byte
+    result = invoke("sort", str(src), str(dest), "--move")
+    assert result.exit_code == 0, result.output
+    assert table_row(result.stdout, "red") == ["1", "0"]
+    assert (dest / "red" / "x-1.bmp").read_bytes() == photo and not mine.exists()
+
+
+def test_same_content_compares_every_byte(tmp_path):
+    from scenetool.sort import CHUNK, same_content
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    data = os.urandom(CHUNK + 1000)
+    a.write_bytes(data)
+    b.write_bytes(data)
+    c.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # differs past the first chunk
+    assert same_content(str(a), str(b))
+    assert not same_content(str(a), str(c))
+    assert not same_content(str(a), str(tmp_path / "missing"))
+
+
+def test_a_move_interrupted_after_its_hard_link_is_finished_not_duplicated(src, tmp_path):
+    dest = tmp_path / "sorted"
+    (dest / "red").mkdir(parents=True)
+    os.link(src / "r1.jpg", dest / "red" / "r1.jpg")  # linked, source not yet unlinked
+    result = invoke("sort", str(src), str(dest), "--move")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (dest / "red").iterdir()) == ["r1.jpg", "r2.png"]
+    assert not (src / "r1.jpg").exists()
+
+
+def test_link_does_not_take_a_copy_for_a_link(src, tmp_path):
+    """--link makes links: a plain copy of the photo under its name is someone else's
+    file, so the link gets the next name."""
+    dest = tmp_path / "sorted"
+    (dest / "red").mkdir(parents=True)
+    (dest / "red" / "r1.jpg").write_bytes((src / "r1.jpg").read_bytes())
+    result = invoke("sort", str(src), str(dest), "--link")
+    assert result.exit_code == 0, result.output
+    assert os.readlink(dest / "red" / "r1-1.jpg") == str(src / "r1.jpg")
+    assert not (dest / "red" / "r1.jpg").is_symlink()
+
+
+def test_a_copy_that_fails_half_way_leaves_no_part_file(src, tmp_path, monkeypatch):
+    """Disk full during a copy: that image fails (exit 1), no half-written file stays in
+    DEST under any name, and the source is untouched, even for --move."""
+    import scenetool.sort
+
+    def half_copy(source, target, *args, **kwargs):
+        with open(source, "rb") as f, open(target, "wb") as out:
+            out.write(f.read()[:100])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(
+        OSError(errno.EXDEV, os.strerror(errno.EXDEV))))
+    monkeypatch.setattr(scenetool.sort.shutil, "copy2", half_copy)
+    before = tree(src)
+    dest = tmp_path / "sorted"
+    result = invoke("sort", str(src), str(dest), "--move")
+    assert result.exit_code == 1
+    assert tree(src) == before
+    assert [p for p in dest.rglob("*") if p.is_file()] == []
+    assert f"cannot move to {dest}: No space left on device" in result.stderr
