@@ -291,3 +291,23 @@ def test_info_names_the_model_file_it_opened(tmp_path, monkeypatch):
     data = json.loads(invoke("info", "--json", "--model", "probe.onnx").stdout)
     assert data["path"] == str(path.resolve())
     assert data["opset"] == 17
+
+
+def test_the_python_api_decodes_and_feeds_as_the_classifier_does(tmp_path):
+    """`SceneModel.load` gives an image in the model's channel order and `predict` scales
+    it into the model's range: the probe sees what `classify` feeds it."""
+    from scenetool.model import SceneModel
+
+    model = SceneModel(probe(tmp_path / "probe.onnx", "NCHW", "BGR", (-1.0, 1.0)))
+    image = model.load(solid(tmp_path / "solid.png"))
+    assert image.shape == (HEIGHT, WIDTH, 3) and image.dtype.name == "uint8"
+    assert tuple(image[0, 0]) == RGB[::-1]
+    (seen,) = model.predict(image[None])
+    assert list(seen) == pytest.approx(expected("BGR", -1.0, 1.0), abs=1e-4)
+
+
+def test_info_shows_the_unknown_rule(tmp_path):
+    path = build_tiny_model(tmp_path / "ood.onnx", unknown_threshold=14.0)
+    data = json.loads(invoke("info", "--json", "--model", path).stdout)
+    assert data["unknown"]["threshold"] == 14.0
+    assert "unknown" not in json.loads(invoke("info", "--json").stdout)

@@ -194,3 +194,10 @@ def test_the_default_store_is_in_the_user_config_folder(tmp_path, monkeypatch):
     assert expected.is_file()
     with Store(expected) as store:
         assert [Path(r.path).name for r in store.rows()] == ["r.png"]
+
+
+def test_a_store_opened_without_a_path_honours_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCENETOOL_STORE", str(tmp_path / "env" / "from-env.db"))
+    with Store() as store:
+        assert store.path == tmp_path / "env" / "from-env.db"
+    assert (tmp_path / "env" / "from-env.db").is_file()
