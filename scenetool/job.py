@@ -144,8 +144,11 @@ class ClassifyJob:
         return max(1, min(self.settings.top_k, len(self.model.labels)))
 
     def _stored(self, item: Item) -> int | None:
-        """The id of a stored result this run may reuse for `item`, if any."""
-        if self.force or item.error is not None or self.store is None:
+        """The id of a stored result this run may reuse for `item`, if any. A model with a
+        scene score classifies again: the store does not keep the score a copy would need
+        to be labelled by this run's settings."""
+        if (self.force or item.error is not None or self.store is None
+                or self.model.unknown_threshold is not None):
             return None
         return self.store.find_done(self.model.sha256, item.path, item.size, item.mtime,
                                     self._top_k())

@@ -7,7 +7,7 @@ with any of the conventions a model may declare (NHWC or NCHW, RGB or BGR, any v
 range), and labels photos the same way whichever it uses, provided it is fed as declared.
 Built with `unknown_threshold`, it also outputs a scene score, the energy
 logsumexp(logits): about 17 for a saturated red, green or blue photo, about 11 for a
-mid-grey one, so a threshold of 14 calls grey photos `unknown` and coloured ones not.
+grey one, so a threshold of 14 calls grey photos `unknown` and coloured ones not.
 The probe model answers with what it was fed: output i is the mean of input channel i.
 """
 
@@ -37,7 +37,9 @@ except ImportError as exc:  # a test dependency: the suite must fail, not skip, 
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 210)}
-SHADES = {**COLOURS, "grey": (128, 128, 128)}  # what make_image paints: grey is no label
+# What make_image paints: grey is no label, a dull green-grey (top label green, but
+# little evidence: a low scene score).
+SHADES = {**COLOURS, "grey": (120, 140, 120)}
 LABELS = ("red", "green", "blue")
 SIZE = (32, 32)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "intel"

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import build_tiny_model
+from conftest import build_tiny_model, make_image
 
 from scenetool.errors import MetadataError, ModelError
 from scenetool.metadata import ModelMeta, UnknownRule
@@ -64,7 +64,7 @@ def test_predict_scored_returns_probabilities_and_scores(scored_model):
     assert probs.shape == (2, 3) and np.allclose(probs, model.predict(x))
     assert scores.shape == (2,)
     assert scores[0] > THRESHOLD > scores[1]
-    assert scores[1] == pytest.approx(128 * 20 / 255 + np.log(3), abs=1e-3)
+    assert scores[1] == pytest.approx(128 * 20 / 255 + np.log(3), abs=1e-3)  # lse(z, z, z)
 
 
 def test_a_model_without_the_score_predicts_no_scores(tiny_model):
@@ -79,3 +79,69 @@ def test_a_rule_naming_a_missing_output_is_a_model_error(tmp_path):
     path = build_tiny_model(tmp_path / "liar.onnx", meta=meta)
     with pytest.raises(ModelError, match="reads the output 'scene_score', which the graph lacks"):
         SceneModel(path)
+
+
+# -- scenetool evaluate: a list of files, and the share called unknown ------------------------
+
+def _invoke(*args: str, env: dict | None = None):
+    from click.testing import CliRunner
+
+    from scenetool.cli import cli
+
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+def _labelled(root):
+    for colour in ("red", "green", "blue"):
+        for i in range(2):
+            make_image(root / colour / f"{colour}{i}.jpg", colour)
+    make_image(root / "red" / "grey.jpg", "grey")  # a red-labelled photo of nothing
+    return root
+
+
+def test_evaluate_scores_only_the_files_a_split_lists(tmp_path):
+    root = _labelled(tmp_path / "data")
+    split = tmp_path / "split.txt"
+    split.write_text("# validation split: a header comment\nred/red0.jpg\n\nblue/blue1.jpg\n"
+                     "red/grey.jpg\n")
+    out = tmp_path / "scores.json"
+    result = _invoke("evaluate", str(root), "--split", str(split), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out.read_text())
+    assert scores["n"] == 3 and scores["accuracy"] == pytest.approx(2 / 3)
+    assert scores["confusion"][0] == [1, 1, 0]  # grey's top label is green
+    assert "unknown" not in scores  # the colour model has no scene score
+
+
+def test_evaluate_split_names_a_missing_file_and_exits_1(tmp_path):
+    root = _labelled(tmp_path / "data")
+    split = tmp_path / "split.txt"
+    split.write_text("red/red0.jpg\nred/gone.jpg\n")
+    result = _invoke("evaluate", str(root), "--split", str(split))
+    assert result.exit_code == 1
+    assert "Accuracy 100.00% on 1 images" in result.stdout
+    assert "gone.jpg: no such file or directory" in result.stderr
+
+
+def test_evaluate_split_line_without_a_label_is_a_usage_error(tmp_path):
+    root = _labelled(tmp_path / "data")
+    split = tmp_path / "split.txt"
+    split.write_text("red/red0.jpg\npurple/p.jpg\n")
+    result = _invoke("evaluate", str(root), "--split", str(split))
+    assert result.exit_code == 2
+    assert (f"{split}, line 2: 'purple/p.jpg' is not <label>/<image> for a label of the "
+            "model (red, green, blue)") in result.stderr
+
+
+def test_evaluate_is_forced_choice_and_reports_the_unknown_share(tmp_path, scored_model):
+    root = _labelled(tmp_path / "data")
+    out = tmp_path / "scores.json"
+    result = _invoke("evaluate", str(root), "--json", str(out), "--model", str(scored_model))
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out.read_text())
+    # grey counts as a (wrong) green, not as unknown: accuracy stays forced choice
+    assert scores["n"] == 7 and scores["accuracy"] == pytest.approx(6 / 7)
+    assert scores["unknown"] == {"threshold": THRESHOLD, "called_unknown": 1,
+                                 "share": pytest.approx(1 / 7)}
+    assert "called unknown (not a scene) at the model's threshold: 14.3% (1 of 7)" \
+        in result.stdout

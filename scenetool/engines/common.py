@@ -1,5 +1,5 @@
 """The steps every engine shares: decode one item into model input, and turn the model's
-probabilities for it into a Result."""
+probabilities (and scene score) for it into a Result."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ from scenetool.metadata import ModelMeta
 @dataclass(frozen=True)
 class Result:
     item: Item
-    label: str | None = None  # None when the image failed; UNKNOWN below --min-confidence
+    label: str | None = None  # None when the image failed; else UNKNOWN or a model label
     confidence: float | None = None
     top_k: tuple[tuple[str, float], ...] = ()
     error: str | None = None
+    scene_score: float | None = None  # None: the model has no scene score
+    not_scene: bool = False  # UNKNOWN because the scene score is below the model's threshold
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Settings:
     threads: int = 0  # decode threads; 0 = as many as cores
     top_k: int = 1
     min_confidence: float = 0.0
+    unknown: bool = True  # apply the model's "not a scene" threshold (--no-unknown: False)
 
     def decode_threads(self) -> int:
         return self.threads or os.cpu_count() or 2
@@ -66,15 +69,23 @@ def to_input(decoded: np.ndarray, meta: ModelMeta, out: np.ndarray) -> None:
         out += low
 
 
-def label(probs: np.ndarray, labels: tuple[str, ...], settings: Settings,
-          item: Item) -> Result:
-    """The top-k labels of one image; the label is UNKNOWN below settings.min_confidence."""
+def label(probs: np.ndarray, labels: tuple[str, ...], settings: Settings, item: Item,
+          score: float | None = None, threshold: float | None = None) -> Result:
+    """The top-k labels of one image. The label is UNKNOWN when its scene `score` is below
+    the model's `threshold` (not a scene; unless settings.unknown is off), or when its top
+    probability is below settings.min_confidence."""
     order = np.argsort(-probs)[: max(settings.top_k, 1)]
     top = tuple((labels[i], float(probs[i])) for i in order)
     name, confidence = top[0]
-    return Result(item, final_label(name, confidence, settings.min_confidence), confidence, top)
+    not_scene = (settings.unknown and score is not None and threshold is not None
+                 and score < threshold)
+    return Result(item, final_label(name, confidence, settings.min_confidence, not_scene),
+                  confidence, top, scene_score=None if score is None else float(score),
+                  not_scene=not_scene)
 
 
-def final_label(top: str, confidence: float, min_confidence: float) -> str:
-    """The label a result gets: its top label, or UNKNOWN below --min-confidence."""
-    return UNKNOWN if confidence < min_confidence else top
+def final_label(top: str, confidence: float, min_confidence: float,
+                not_scene: bool = False) -> str:
+    """The label a result gets: its top label, or UNKNOWN when it is not a scene (its scene
+    score is below the model's threshold) or below --min-confidence."""
+    return UNKNOWN if not_scene or confidence < min_confidence else top

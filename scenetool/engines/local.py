@@ -63,9 +63,12 @@ class LocalEngine:
                         batch.append(None)
                     refill()  # keep the pool busy while this batch fills
                 if rows:
-                    probs = self.model.predict(buffer[: len(rows)])
-                    for (slot, item), p in zip(rows, probs, strict=True):
-                        batch[slot] = common.label(p, self.model.labels, settings, item)
+                    probs, scores = self.model.predict_scored(buffer[: len(rows)])
+                    threshold = self.model.unknown_threshold
+                    for i, (slot, item) in enumerate(rows):
+                        batch[slot] = common.label(
+                            probs[i], self.model.labels, settings, item,
+                            None if scores is None else scores[i], threshold)
                 yield [r for r in batch if r is not None]
 
 

@@ -163,6 +163,7 @@ def scores_tables(scores: Scores) -> list[Table]:
     for label, m in scores.per_class().items():
         per.add_row(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
                     str(m["support"]))
+    per.add_row("macro F1", "", "", f"{scores.macro_f1:.3f}", str(scores.n), style="bold")
     cm = Table(title="Confusion matrix (rows: true, columns: predicted)", box=box.SIMPLE_HEAD)
     cm.add_column("true \\ predicted")
     for label in scores.labels:
