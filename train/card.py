@@ -9,35 +9,14 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
-
-import numpy as np
 
 from scenetool.fsutil import write_text
 from train.evaluate import draw
 from train.export import OPSET, PARITY_IMAGES, PARITY_TOL, ExportResult
 from train.fit import FitConfig
 from train.pipeline import AugmentConfig
-
-TIMING_BATCH, TIMING_THREADS, TIMING_REPEATS = 32, 2, 7
-
-
-def ms_per_image(path: Path, size: int, batch: int = TIMING_BATCH,
-                 threads: int = TIMING_THREADS, repeats: int = TIMING_REPEATS) -> float:
-    """Median milliseconds per image through the runtime's SceneModel (after one warm-up)."""
-    from scenetool.model import SceneModel
-
-    model = SceneModel(path, threads=threads)
-    x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
-    model.predict(x)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        model.predict(x)
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times) / batch
+from train.speed import BATCH, ROUNDS, THREADS, throughputs
 
 
 def augmentations(cfg: FitConfig) -> list[str]:
@@ -139,8 +118,10 @@ def results_section(res: ExportResult, pngs: dict[str, Path], card_dir: Path) ->
 
     return [
         "## Validation results", "",
-        (f"Measured on the exported ONNX file through onnxruntime at {res.image_size} px, "
-        f"on all {rep['n']} validation images: **accuracy {rep['accuracy']:.2%}**, "
+        (f"Measured on the exported ONNX file at {res.image_size} px, on all {rep['n']} "
+        f"validation images, by the scorer of `scenetool evaluate` (the tool's own decoder "
+        f"and onnxruntime; `scenetool evaluate DATA --split split.txt --model "
+        f"{res.path.name}` gives the same figures): **accuracy {rep['accuracy']:.2%}**, "
         f"macro F1 {rep['macro_f1']:.3f}."), "",
         *_size_note(res),
         *_table(["class", "precision", "recall", "F1", "support"], rows), "",
@@ -165,14 +146,16 @@ def model_section(res: ExportResult, ms: float) -> list[str]:
     rows = [
         ["file", f"`{res.path.name}`, {_size(res.file_size)}"],
         ["input", f"`image` float32 [batch, {s}, {s}, 3], RGB 0..255, NHWC"],
-        ["output", f"`probs` float32 [batch, {len(res.run.classes)}], softmax"],
+        ["output", f"`probs` float32 [batch, {len(res.run.classes)}], softmax"
+                   + ("; `scene_score` float32 [batch] (see *Not a scene*)"
+                      if res.unknown is not None else "")],
         ["labels", ", ".join(res.run.classes)],
         ["ONNX opset", str(OPSET)],
         ["parameters", f"{res.params:,}"],
         ["MACs per image", f"{res.macs / 1e6:.1f} M (Conv, MatMul; FLOPs ≈ 2 × MACs)"],
         ["speed", (f"{ms:.2f} ms per image (onnxruntime {onnxruntime.__version__}, batch "
-                  f"{TIMING_BATCH}, {TIMING_THREADS} intra-op threads, median of "
-                  f"{TIMING_REPEATS}; {platform.machine()}, {os.cpu_count()} cores)")],
+                  f"{BATCH}, {THREADS} intra-op threads, median of {ROUNDS}; "
+                  f"{platform.machine()}, {os.cpu_count()} cores)")],
         ["parity", (f"max abs difference to Keras {res.parity_max_diff:.1e} on "
                     f"{min(PARITY_IMAGES, res.report['n'])} validation images "
                     f"(limit {PARITY_TOL:g})")],
@@ -200,17 +183,74 @@ def comparison_section(res: ExportResult, runs_dir: Path, names: list[str]) -> l
             *([""] if notes else [])]
 
 
-def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str]) -> Path:
-    """MODEL.md at `card` and confusion.png, curves.png, spotcheck.png beside it."""
+def unknown_section(res: ExportResult, card_dir: Path) -> list[str]:
+    """The "not a scene" score: how its threshold was fitted, its ROC curve against photos
+    that are not scenes (when given), and the calibration of the probabilities."""
+    import numpy as np
+
+    from train.ood import calibration
+    from train.unknown import draw_calibration, draw_roc
+
+    true = np.asarray([res.run.classes.index(c) for c in _true_names(res)])
+    cal_png = draw_calibration(res.probs, true, card_dir / "calibration.png",
+                               f"{res.path.name}, validation split")
+    ece = calibration(res.probs, true)["ece"]
+    lines = ["## Calibration", "",
+             (f"Reliability of the top probability on the validation split: expected "
+              f"calibration error {ece:.3f}."), "", f"![calibration]({cal_png.name})", ""]
+    fitted = res.unknown
+    if fitted is None:
+        return lines
+    rule = fitted.rule
+    lines += [
+        "## Not a scene", "",
+        (f"The graph's second output, `scene_score` ({rule.details.get('method')}), is high "
+         f"for photos like the training scenes. Below {rule.threshold:.4g} the tool labels a "
+         f"photo `unknown` (\"unknown: not a scene\"). The threshold keeps "
+         f"{rule.details.get('scenes_kept', 0):.1%} of the validation split's scene photos "
+         f"(target {rule.details.get('keep', 0):.0%}); it was fitted on those only."), "",
+    ]
+    sep = fitted.separation
+    if sep is not None:
+        roc_png = draw_roc(fitted, card_dir / "roc.png", f"{res.path.name}: scene score")
+        lines += [(f"Against {sep.n_others} photos that are not scenes: AUROC "
+                   f"**{sep.auroc:.3f}**, **{sep.others_rejected:.1%}** called unknown at the "
+                   f"threshold."), "", f"![ROC curve]({roc_png.name})", ""]
+    return lines
+
+
+def _true_names(res: ExportResult) -> list[str]:
+    return [res.run.classes[res.run.folder.labels[i]] for i in res.run.split.val]
+
+
+def candidates_section(registry: Path, card_dir: Path, reference: str) -> list[str]:
+    from train import candidates as cand
+
+    rows = cand.load(registry)
+    if not rows:
+        return []
+    png = cand.plot(rows, card_dir / "candidates.png", "Candidates: accuracy and speed")
+    return ["## Candidates", "",
+            (f"Every model tried, from `{registry.as_posix()}` (`python -m train candidates`): "
+             "accuracy and macro F1 on the validation split through the runtime, throughput "
+             "measured side by side in one run."), "",
+            *cand.table(rows, reference), "", f"![candidates]({png.name})", ""]
+
+
+def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str],
+               registry: Path | None = None) -> Path:
+    """MODEL.md at `card` and confusion.png, curves.png, spotcheck.png, calibration.png
+    (and roc.png, candidates.png when there is what they show) beside it."""
     from train.plots import compare_curves
 
     card_dir = card.parent
     card_dir.mkdir(parents=True, exist_ok=True)
     title = f"{res.path.name} ({res.image_size}px)"
-    pngs = draw(res.run, res.run.val_labels(), res.probs, res.report, card_dir, title)
+    pngs = draw(res.run, res.run.val_labels(), res.probs, res.report, card_dir, title,
+                res.image_size)
     pngs["curves"] = compare_curves([res.run.path], card_dir / "curves.png",
                                     f"Training curves: run {res.run.name}")
-    ms = ms_per_image(res.path, res.image_size)
+    ms = throughputs([res.path])[0].ms_per_image
     created = json.loads(res.props["created"])
     head = [
         f"# Model card: {res.path.name}", "",
@@ -219,6 +259,9 @@ def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str]
         f"`python -m train export`."), "",
     ]
     lines = (head + data_section(res) + recipe_section(res) + results_section(res, pngs, card_dir)
-             + model_section(res, ms) + comparison_section(res, runs_dir, compare))
+             + unknown_section(res, card_dir) + model_section(res, ms)
+             + comparison_section(res, runs_dir, compare))
+    if registry is not None:
+        lines += candidates_section(registry, card_dir, res.run.cfg.arch)
     write_text(card, "\n".join(lines).rstrip() + "\n")
     return card

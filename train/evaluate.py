@@ -2,6 +2,9 @@
 
 Shared by `python -m train evaluate` and the exporter: `open_run` finds the data, split and
 checkpoint a run used, `report` turns labels and predictions into the numbers both print.
+Validation images are decoded from their files by the runtime's own decoder
+(`scenetool.engines.common.decode`: EXIF orientation, Pillow resize to the model's size),
+never from the training cache, so every figure here is one a user of the tool would see.
 """
 
 from __future__ import annotations
@@ -101,14 +104,36 @@ def load_checkpoint(run: Path, which: str = "best"):
     return keras.models.load_model(path, compile=False)
 
 
-def val_batches(rd: RunData, size: int, batch: int = 64, positions=None):
-    """The validation images (or those at `positions` in the split), resized to `size` as
-    in training, as float32 NumPy batches."""
-    from train.pipeline import eval_dataset
-
+def val_paths(rd: RunData, positions=None) -> list[str]:
+    """The files of the validation split (or of those at `positions` in it)."""
     indices = rd.split.val if positions is None else [rd.split.val[i] for i in positions]
-    ds = eval_dataset(rd.arrays.images, None, indices, size=size, batch=batch)
-    yield from ds.as_numpy_iterator()
+    return [str(rd.folder.root / rd.folder.files[i]) for i in indices]
+
+
+def decoded(paths: list[str], size: int) -> np.ndarray:
+    """uint8 (n, size, size, 3) images as the runtime decodes them for a model of `size`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scenetool.engines.common import decode
+    from scenetool.errors import DecodeError
+    from scenetool.inputs.walk import Item
+    from scenetool.metadata import ModelMeta
+
+    meta = ModelMeta(labels=("-",), image_size=(size, size))
+    with ThreadPoolExecutor(2) as pool:
+        images = list(pool.map(lambda p: decode(meta, Item(p)), paths))
+    for path, image in zip(paths, images, strict=True):
+        if isinstance(image, DecodeError):
+            raise FitError(f"cannot decode validation image {path}: {image}")
+    return np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+
+
+def val_batches(rd: RunData, size: int, batch: int = 64, positions=None):
+    """The validation images (or those at `positions` in the split) as float32 batches in
+    0..255, decoded from their files by the runtime's decoder at `size`."""
+    paths = val_paths(rd, positions)
+    for start in range(0, len(paths), batch):
+        yield decoded(paths[start:start + batch], size).astype(np.float32)
 
 
 def predict_keras(model, rd: RunData, size: int) -> np.ndarray:
@@ -131,7 +156,7 @@ def report(true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     per_class = scores.per_class()
     return {
         "accuracy": scores.accuracy,
-        "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
+        "macro_f1": scores.macro_f1,
         "n": scores.n,
         "classes": list(classes),
         "per_class": per_class,
@@ -145,12 +170,12 @@ def sample_positions(n: int, seed: int, k: int = SPOT_CHECK_IMAGES) -> np.ndarra
 
 
 def draw(rd: RunData, true: np.ndarray, probs: np.ndarray, result: dict, out_dir: Path,
-         title: str) -> dict[str, Path]:
-    """confusion.png and spotcheck.png in out_dir."""
+         title: str, size: int) -> dict[str, Path]:
+    """confusion.png and spotcheck.png (the images as the model saw them) in out_dir."""
     from train.plots import spot_check_png
 
     picks = sample_positions(len(true), rd.cfg.seed)
-    images = rd.arrays.images[np.asarray(rd.split.val)[picks]]
+    images = decoded(val_paths(rd, picks), size)
     return {
         "confusion": draw_confusion(np.asarray(result["confusion"]), rd.classes,
                                    out_dir / "confusion.png", f"Confusion: {title}"),
@@ -171,6 +196,6 @@ def evaluate(run: Path, size: int | None = None, which: str = "best",
     result = report(true, probs, rd.classes)
     result.update({"run": rd.name, "arch": rd.cfg.arch, "checkpoint": which, "image_size": size,
                    "created": utc_now()})
-    pngs = draw(rd, true, probs, result, run, f"{rd.name} ({which}, {size}px)")
+    pngs = draw(rd, true, probs, result, run, f"{rd.name} ({which}, {size}px)", size)
     write_text(run / "eval.json", json.dumps(result, indent=2) + "\n")
     return result, pngs

@@ -7,16 +7,20 @@ needs nothing but a traced function, so it does not lean on how tf2onnx reads Ke
 models (`from_keras` also converts these models with tf2onnx 1.17 and Keras 3.15).
 
 Before anything lands at `--out` the graph passes `onnx.checker` (full check), matches
-Keras on 64 seeded-random validation images (PARITY_TOL, same argmax), is measured on the
-whole validation split through onnxruntime, gets the metadata contract
-(`scenetool.metadata.ModelMeta`), and opens in the runtime's own `SceneModel`. The file
-is written next to `--out` and renamed into place, so a failed export leaves whatever was
-there before untouched.
+Keras on 64 seeded-random validation images (PARITY_TOL, same argmax), gets the metadata
+contract (`scenetool.metadata.ModelMeta`) and, unless turned off, its "not a scene" score
+and threshold (`train.unknown`), and is measured on the whole validation split by
+`scenetool.evaluate.evaluate`, the scorer of `scenetool evaluate`: the runtime's decoder,
+its `SceneModel` and onnxruntime, so the accuracy in the metadata and on the card is the
+accuracy a user measures. The file is written next to `--out` and renamed into place, so
+a failed export leaves whatever was there before untouched.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from train.evaluate import (
     sample_positions,
     utc_now,
     val_batches,
+    val_paths,
 )
 
 OPSET = 17
@@ -58,6 +63,7 @@ class ExportResult:
     probs: np.ndarray  # onnxruntime, whole validation split
     report: dict
     props: dict[str, str] = field(default_factory=dict)
+    unknown: object | None = None  # train.unknown.Fitted, when the score was added
 
     @property
     def file_size(self) -> int:
@@ -147,12 +153,35 @@ def count_macs(proto) -> int:
     return macs
 
 
-def onnx_probs(sess, rd: RunData, size: int) -> np.ndarray:
-    return np.concatenate([sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-                           for x in val_batches(rd, size)])
+def runtime_scores(proto, rd: RunData) -> tuple[np.ndarray, dict]:
+    """Probabilities and the report of the validation split, scored as `scenetool evaluate`
+    scores the same files (the graph is written to a temporary file for the runtime)."""
+    from scenetool.evaluate import evaluate
+    from scenetool.inputs.walk import Item, walk
+    from scenetool.model import SceneModel
+
+    def labelled():
+        for i, path in zip(rd.split.val, val_paths(rd), strict=True):
+            found = list(walk([path], False))
+            yield rd.classes[rd.folder.labels[i]], found[0] if found else Item(path)
+
+    handle, name = tempfile.mkstemp(suffix=".onnx")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(proto.SerializeToString())
+        result = evaluate(SceneModel(name, threads=2), labelled())
+    finally:
+        os.unlink(name)
+    if result.failed:
+        path, reason = result.failed[0]
+        raise ExportError(f"{len(result.failed)} validation image(s) failed in the runtime, "
+                          f"e.g. {path}: {reason}")
+    true = np.asarray([rd.classes.index(t) for t, _ in result.results])
+    return result.probabilities(), report(true, result.probabilities(), rd.classes)
 
 
-def metadata(rd: RunData, size: int, val_accuracy: float, params: int) -> dict[str, str]:
+def metadata(rd: RunData, size: int, val_accuracy: float, params: int,
+             macro_f1: float | None = None) -> dict[str, str]:
     import scenetool
     from scenetool.metadata import ModelMeta
 
@@ -162,6 +191,8 @@ def metadata(rd: RunData, size: int, val_accuracy: float, params: int) -> dict[s
         extra={
             "arch": rd.cfg.arch,
             "val_accuracy": round(val_accuracy, 6),
+            "val_macro_f1": None if macro_f1 is None else round(macro_f1, 6),
+            "train_seconds": round(float(rd.state.get("seconds", 0.0)), 1),
             "training_data": data_mod.training_summary(rd.folder, rd.split),
             "created": utc_now(),
             "scenetool_version": scenetool.__version__,
@@ -190,11 +221,20 @@ def _write_atomic(proto, out: Path, rd: RunData, size: int) -> None:
         _verify_runtime(tmp, rd, size)
 
 
-def export(run: Path, out: Path, size: int | None = None, which: str = "best",
-           data: str | None = None) -> ExportResult:
-    """Convert, check, measure and write `run`'s checkpoint as `out` (see the module doc)."""
+def _set_props(proto, props: dict[str, str]) -> None:
     import onnx
 
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
+
+
+def export(run: Path, out: Path, size: int | None = None, which: str = "best",
+           data: str | None = None, unknown: str | None = "rel-mahalanobis",
+           others: list[str] | None = None) -> ExportResult:
+    """Convert, check, measure and write `run`'s checkpoint as `out` (see the module doc).
+
+    `unknown` is the scene score to add (None: none); `others` are photos that are not
+    scenes, on which it is measured for the card."""
     rd = open_run(run, data)
     size = size or default_size(rd.cfg)
     check_size(rd.cfg, size)
@@ -204,12 +244,27 @@ def export(run: Path, out: Path, size: int | None = None, which: str = "best",
     sess = session(proto.SerializeToString())
     picks = sample_positions(len(rd.split.val), rd.cfg.seed, PARITY_IMAGES)
     diff = parity(sess, model, next(val_batches(rd, size, PARITY_IMAGES, picks)))
-    probs = onnx_probs(sess, rd, size)
-    result = report(rd.val_labels(), probs, rd.classes)
     params = int(model.count_params())
-    props = metadata(rd, size, result["accuracy"], params)
-    onnx.helper.set_model_props(proto, props)
+    _set_props(proto, metadata(rd, size, 0.0, params))
+    fitted = None
+    if unknown:
+        from train.ood import SurgeryError
+        from train.unknown import fit_unknown
+
+        train_paths = [str(rd.folder.root / rd.folder.files[i]) for i in rd.split.train]
+        try:
+            fitted = fit_unknown(proto, train_paths, [rd.folder.labels[i] for i in rd.split.train],
+                                 val_paths(rd), others or [], unknown,
+                                 fitted_on=f"run {rd.name}'s validation split",
+                                 checked_on="photos that are not scenes")
+        except (SurgeryError, ValueError) as exc:
+            raise ExportError(f"cannot add the scene score: {exc}") from exc
+        proto = fitted.proto
+    probs, result = runtime_scores(proto, rd)
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update(metadata(rd, size, result["accuracy"], params, result["macro_f1"]))
+    _set_props(proto, props)
     proto.doc_string = f"scenetool {rd.cfg.arch}, run {rd.name} ({which}.keras) at {size}px"
     _write_atomic(proto, out, rd, size)
     return ExportResult(out, rd, which, size, params, count_macs(proto), diff, probs,
-                        result, props)
+                        result, props, fitted)

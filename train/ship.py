@@ -20,7 +20,8 @@ from scenetool.fsutil import atomic_path
 EXPORT_DIR = "export"  # inside a run's folder
 SHIPPED_MODEL = Path("scenetool") / "models" / MODEL_FILE
 SHIPPED_CARD_DIR = Path("exported")
-CARD_FILES = ("MODEL.md", "confusion.png", "curves.png", "spotcheck.png")
+CARD_FILES = ("MODEL.md", "confusion.png", "curves.png", "spotcheck.png", "calibration.png",
+              "roc.png", "candidates.png")  # each copied when the export has it
 
 
 class ShipError(Exception):
