@@ -287,13 +287,14 @@ def test_export_writes_checked_model_and_card(exported):
 
     out, card = exported["out"], exported["card"]
     assert sorted(p.name for p in out.parent.iterdir()) == [
-        "MODEL.md", "confusion.png", "curves.png", "scenes.onnx", "spotcheck.png"]
+        "MODEL.md", "calibration.png", "confusion.png", "curves.png", "scenes.onnx",
+        "spotcheck.png"]
 
     proto = onnx.load(out)
     onnx.checker.check_model(proto, full_check=True)
     assert {o.domain: o.version for o in proto.opset_import}.get("", 0) == 17
-    (inp,), (outp,) = proto.graph.input, proto.graph.output
-    assert (inp.name, outp.name) == ("image", "probs")
+    (inp,), outputs = proto.graph.input, proto.graph.output
+    assert (inp.name, [o.name for o in outputs]) == ("image", ["probs", "scene_score"])
     assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == [
         "batch", SIZE, SIZE, 3]
     props = {p.key: p.value for p in proto.metadata_props}
@@ -304,6 +305,9 @@ def test_export_writes_checked_model_and_card(exported):
     assert 0.0 <= meta.extra["val_accuracy"] <= 1.0 and meta.extra["params"] > 0
     assert meta.extra["training_data"]["classes"] == list(CLASSES)
     assert meta.extra["created"].endswith("+00:00")
+    assert meta.unknown.output == "scene_score"
+    assert meta.unknown.details["method"] == "rel-mahalanobis"
+    assert meta.unknown.details["scenes_kept"] >= 0.95
 
     model = SceneModel(out)
     assert model.labels == CLASSES
@@ -314,8 +318,55 @@ def test_export_writes_checked_model_and_card(exported):
 
     text = card.read_text()
     for needle in ("](confusion.png)", "](curves.png)", "](spotcheck.png)", "| forest |",
-                   "ms per image", "label smoothing 0.1", "`other`", "`missing`: skipped"):
+                   "ms per image", "label smoothing 0.1", "`other`", "`missing`: skipped",
+                   "](calibration.png)", "## Not a scene", "`scene_score`"):
         assert needle in text, needle
+
+
+def test_card_accuracy_is_what_scenetool_evaluate_measures(work, fitted, exported):
+    """The card's figures come from the runtime's decoder and onnxruntime: `scenetool
+    evaluate` on the run's split, from a fresh process, gives the very same numbers."""
+    import re
+    import subprocess
+    import sys
+
+    out, card = exported["out"], exported["card"]
+    done = subprocess.run(
+        [sys.executable, "-m", "scenetool", "evaluate", str(work["data"]), "--split",
+         str(fitted["run"] / "split.txt"), "--model", str(out), "--json", "-"],
+        capture_output=True, text=True, check=False)
+    # the split lists the corrupt file training skipped: evaluate names it and exits 1
+    assert done.returncode == 1, done.stderr
+    assert "broken.jpg: not an image" in done.stderr
+    scores = json.loads(done.stdout)
+    card_text = card.read_text()
+    accuracy = re.search(r"\*\*accuracy (\d+\.\d+)%\*\*, macro F1 (\d\.\d+)", card_text)
+    assert accuracy, card_text
+    assert f"{100 * scores['accuracy']:.2f}" == accuracy.group(1)
+    assert f"{scores['macro_f1']:.3f}" == accuracy.group(2)
+    from scenetool.model import SceneModel
+
+    meta = SceneModel(out).meta
+    assert meta.extra["val_accuracy"] == round(scores["accuracy"], 6)
+    assert scores["unknown"]["threshold"] == meta.unknown.threshold
+
+
+def test_export_the_weight_average(work, fitted):
+    import keras
+
+    from scenetool.model import SceneModel
+
+    out = work["tmp"] / "ema" / "scenes.onnx"
+    result = _invoke(["export", "tiny", "--runs", work["runs"], "--checkpoint", "ema",
+                      "--out", out, "--unknown", "none"], work["env"])
+    assert result.exit_code == 0, result.output
+    model = SceneModel(out)
+    assert model.meta.unknown is None and model.score_name is None
+    x = np.random.default_rng(2).uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
+    averaged = keras.models.load_model(fitted["run"] / "ema.keras", compile=False)
+    last = keras.models.load_model(fitted["run"] / "last.keras", compile=False)
+    assert np.allclose(model.predict(x), np.asarray(averaged(x, training=False)), atol=1e-4)
+    assert not np.allclose(model.predict(x), np.asarray(last(x, training=False)), atol=1e-4)
 
 
 def test_ship_replaces_the_shipped_model_and_says_so(work, fitted, exported, tiny_model,
@@ -338,7 +389,7 @@ def test_ship_replaces_the_shipped_model_and_says_so(work, fitted, exported, tin
     assert lines[1].startswith(f"    with {exported['out']} (tiny, validation accuracy ")
     assert new_sha in lines[1]
     assert lines[2] == ("replaced in exported/: MODEL.md, confusion.png, curves.png, "
-                        "spotcheck.png, val_split.txt")
+                        "spotcheck.png, calibration.png, val_split.txt")
     assert shipped.read_bytes() == exported["out"].read_bytes()
     assert (repo / "exported" / "MODEL.md").read_text() == exported["card"].read_text()
     again = _invoke(["ship", "tiny", "--runs", work["runs"]], work["env"])
@@ -401,3 +452,57 @@ def test_bad_data_folder_is_a_one_line_error(tmp_path, make, message, command):
     if command == "fit" and message == "data folder not found":
         assert line.endswith(": pass --data DIR (the Kaggle seg_train folder) or set "
                              "SCENETOOL_TRAIN_DATA")
+
+
+def test_unknown_gives_an_exported_model_its_threshold(work, fitted, tmp_path):
+    """Surgery on a model exported without the score: fitted on the run's training images,
+    the threshold keeps 95% of its validation photos, measured on photos of nothing."""
+    from scenetool.model import SceneModel
+
+    plain = work["tmp"] / "plain" / "scenes.onnx"
+    assert _invoke(["export", "tiny", "--runs", work["runs"], "--out", plain, "--unknown",
+                    "none"], work["env"]).exit_code == 0
+    others = tmp_path / "others"
+    others.mkdir()
+    for i in range(6):
+        shade = np.full((40, 40, 3), 30 * i, np.uint8)
+        Image.fromarray(shade).save(others / f"flat{i}.png")
+    out, figures = tmp_path / "scored.onnx", tmp_path / "figures"
+    result = _invoke(["unknown", plain, "--data", work["data"], "--split",
+                      fitted["run"] / "split.txt", "--others", others, "--out", out,
+                      "--figures", figures], work["env"])
+    assert result.exit_code == 0, result.output
+    rule = SceneModel(out).meta.unknown
+    assert rule.output == "scene_score" and rule.details["scenes_kept"] >= 0.95
+    assert rule.details["checked_on"]["n"] == 6
+    report = json.loads((figures / "unknown.json").read_text())
+    assert report["rule"]["threshold"] == rule.threshold
+    assert sorted(p.name for p in figures.iterdir()) == [
+        "calibration.png", "roc.png", "unknown.json"]
+    again = _invoke(["unknown", out, "--data", work["data"], "--split",
+                     fitted["run"] / "split.txt", "--out", tmp_path / "twice.onnx"], work["env"])
+    assert again.exit_code == 2 and "already has a 'scene_score' output" in again.output
+
+
+def test_speed_and_candidates_compare_models_side_by_side(work, fitted, exported, tmp_path):
+    from scenetool.model import SceneModel
+
+    out = exported["out"]
+    speed = _invoke(["speed", out, out, "--rounds", 2], work["env"])
+    assert speed.exit_code == 0, speed.output
+    lines = speed.output.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{out}: ") and lines[0].endswith(" 1.00x")
+    assert "images/s at 32 px" in lines[1]
+    registry = tmp_path / "candidates.json"
+    result = _invoke(["candidates", f"tiny={out}", "--data", work["data"], "--split",
+                      fitted["run"] / "split.txt", "--registry", registry, "--reference",
+                      "tiny", "--train-seconds", "tiny=90"], work["env"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(registry.read_text())["candidates"]
+    meta = SceneModel(out).meta
+    assert row["accuracy"] == meta.extra["val_accuracy"]
+    assert row["macro_f1"] == meta.extra["val_macro_f1"]
+    assert row["train_seconds"] == 90 and row["params"] == meta.extra["params"]
+    assert row["images_per_second"] > 0 and row["extra"]["failed"] == 1  # broken.jpg
+    assert "| `tiny` |" in result.output and "1.00x" in result.output
+    assert registry.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

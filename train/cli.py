@@ -298,8 +298,17 @@ def evaluate(run: str, runs: str, image_size: int | None, checkpoint: str,
               help="Also write a model card here (figures go beside it).")
 @click.option("--compare-runs", default="seed-dense,seed-cnn", show_default=True,
               help="Comma-separated runs whose validation accuracy the card lists.")
+@click.option("--unknown", "unknown_method", default="rel-mahalanobis", show_default=True,
+              type=click.Choice(["rel-mahalanobis", "energy", "none"]),
+              help="The \"not a scene\" score added beside probs (threshold: keeps 95% of "
+                   "the validation split); none leaves it out.")
+@click.option("--others", "others_dir", type=click.Path(file_okay=False), default=None,
+              help="Photos that are not scenes, to measure the score on for the card.")
+@click.option("--candidates", "registry", type=click.Path(dir_okay=False), default=None,
+              help="A candidates registry (python -m train candidates) for the card's table.")
 def export(run: str, out: str | None, runs: str, image_size: int | None, checkpoint: str,
-           data_dir: str | None, card: str | None, compare_runs: str) -> None:
+           data_dir: str | None, card: str | None, compare_runs: str, unknown_method: str,
+           others_dir: str | None, registry: str | None) -> None:
     """Export a run's checkpoint to ONNX, checked against Keras, with its metadata.
 
     The file only lands at --out after onnx.checker, a parity check against Keras on 64
@@ -318,11 +327,13 @@ def export(run: str, out: str | None, runs: str, image_size: int | None, checkpo
     import_tensorflow()
     from train.fit import FitError
     from train.ship import export_path
+    from train.unknown import image_files
 
     path = _run_dir(runs, run)
+    others = image_files(others_dir) if others_dir else []
     try:
         res = run_export(path, Path(out) if out else export_path(path), image_size, checkpoint,
-                         data_dir)
+                         data_dir, None if unknown_method == "none" else unknown_method, others)
     except data_mod.DataError as exc:
         raise _data_error(exc) from exc
     except (ExportError, FitError) as exc:
@@ -334,7 +345,8 @@ def export(run: str, out: str | None, runs: str, image_size: int | None, checkpo
         from train.card import write_card
 
         names = [n.strip() for n in compare_runs.split(",") if n.strip()]
-        written = write_card(res, Path(card), Path(runs), names)
+        written = write_card(res, Path(card), Path(runs), names,
+                             Path(registry) if registry else None)
         click.echo(f"model card: {written}", err=True)
 
 
@@ -362,6 +374,178 @@ def ship(run: str, runs: str) -> None:
         raise TrainError(str(exc)) from exc
     for line in lines:
         click.echo(line)
+
+
+def _split_files(data_dir: str, split_path: str):
+    """(train paths, train labels, validation paths, validation labels) of a split file."""
+    try:
+        folder = data_mod.scan(data_dir)
+        split = data_mod.read_split(folder, Path(split_path))
+    except data_mod.DataError as exc:
+        raise _data_error(exc) from exc
+    paths = [str(folder.root / f) for f in folder.files]
+    return ([paths[i] for i in split.train], [folder.labels[i] for i in split.train],
+            [paths[i] for i in split.val], [folder.labels[i] for i in split.val])
+
+
+@cli.command("unknown")
+@click.argument("model_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True, envvar=DATA_ENV,
+              show_envvar=True, type=click.Path(file_okay=False), help=DATA_RULE)
+@click.option("--split", "split_path", required=True, type=click.Path(dir_okay=False),
+              help="The model's validation split: the threshold keeps --keep of it.")
+@click.option("--others", "others_dir", type=click.Path(file_okay=False), default=None,
+              help="Photos that are not scenes (e.g. ood-dev): measured, never fitted on.")
+@click.option("--method", type=click.Choice(["rel-mahalanobis", "energy"]),
+              default="rel-mahalanobis", show_default=True, help="The scene score.")
+@click.option("--keep", type=click.FloatRange(0.5, 1.0), default=0.95, show_default=True,
+              help="Share of the validation photos the threshold keeps as scenes.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The ONNX file to write (never the input).")
+@click.option("--figures", type=click.Path(file_okay=False), default=None,
+              help="Also write unknown.json, roc.png and calibration.png here.")
+def unknown(model_file: str, data_dir: str, split_path: str, others_dir: str | None,
+            method: str, keep: float, out: str, figures: str | None) -> None:
+    """Give an exported model a "not a scene" score and the threshold the runtime uses.
+
+    The score is added to the graph beside `probs` (surgery on the file: the Keras
+    checkpoint is not needed), fitted on the training images of the split, its threshold
+    set on the validation images, and measured on --others.
+
+    \b
+    Example:
+        python -m train unknown scenetool/models/scenes.onnx --split exported/val_split.txt \\
+            --others ../shared/data/ood-dev --out runs/scenes-unknown.onnx --figures runs/ood
+    """
+    import json
+
+    import numpy as np
+    import onnx
+
+    from scenetool.fsutil import atomic_path, write_text
+    from scenetool.model import ModelError, SceneModel
+    from train.ood import SurgeryError, calibration
+    from train.unknown import draw_calibration, draw_roc, fit_unknown, image_files
+
+    if Path(out).resolve() == Path(model_file).resolve():
+        raise click.BadParameter("write the scored model to another file", param_hint="--out")
+    train_p, train_y, val_p, val_y = _split_files(data_dir, split_path)
+    others = image_files(others_dir) if others_dir else []
+    try:
+        fitted = fit_unknown(onnx.load(model_file), train_p, train_y, val_p, others, method,
+                             keep, fitted_on=Path(split_path).name,
+                             checked_on=Path(others_dir).name if others_dir else "")
+    except (SurgeryError, ValueError) as exc:
+        raise TrainError(str(exc)) from exc
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(Path(out)) as tmp:
+        onnx.save(fitted.proto, tmp)
+        try:
+            SceneModel(tmp, threads=1)
+        except ModelError as exc:
+            raise TrainError(f"the runtime cannot open the scored model: {exc}") from exc
+    rule = fitted.rule
+    click.echo(f"wrote {out}: {method} score, threshold {rule.threshold:.4g} keeps "
+               f"{rule.details['scenes_kept']:.1%} of {len(fitted.val_scores)} validation "
+               "photos")
+    sep = fitted.separation
+    if sep is not None:
+        click.echo(f"{others_dir}: {sep.n_others} photos, AUROC {sep.auroc:.3f}, "
+                   f"{sep.others_rejected:.1%} called unknown at the threshold")
+    if figures:
+        folder = Path(figures)
+        folder.mkdir(parents=True, exist_ok=True)
+        true = np.asarray(val_y)[fitted.extra["val_kept"]]
+        report = {"rule": rule.to_json(),
+                  "separation": sep.as_dict() if sep is not None else None,
+                  "calibration": calibration(fitted.val_probs, true),
+                  "accuracy": float(np.mean(fitted.val_probs.argmax(1) == true))}
+        write_text(folder / "unknown.json", json.dumps(report, indent=2) + "\n")
+        if sep is not None:
+            draw_roc(fitted, folder / "roc.png", f"{Path(model_file).name}: scene score")
+        draw_calibration(fitted.val_probs, true, folder / "calibration.png",
+                         f"{Path(model_file).name}, validation split")
+        click.echo(f"figures: {folder}", err=True)
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="onnxruntime intra-op threads.")
+@click.option("--rounds", type=click.IntRange(1, 100), default=7, show_default=True)
+def speed(models: tuple[str, ...], threads: int, rounds: int) -> None:
+    """Batch-32 throughput of ONNX models side by side; ratios against the first.
+
+    The models take turns, one batch each per round, so a drifting machine load hits
+    them alike; the median round counts.
+
+    \b
+    Example:
+        python -m train speed old.onnx runs/scenenet/export/scenes.onnx
+    """
+    from train.speed import throughputs
+
+    found = throughputs(models, threads=threads, rounds=rounds)
+    base = found[0].images_per_second
+    for s in found:
+        click.echo(f"{s.path}: {s.images_per_second:.1f} images/s at {s.image_size[0]} px "
+                   f"({s.spread[0]:.1f}-{s.spread[1]:.1f}), {s.images_per_second / base:.2f}x")
+
+
+@cli.command()
+@click.argument("models", nargs=-1, metavar="NAME=FILE.onnx...")
+@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True, envvar=DATA_ENV,
+              show_envvar=True, type=click.Path(file_okay=False), help=DATA_RULE)
+@click.option("--split", "split_path", required=True, type=click.Path(dir_okay=False),
+              help="The validation split every candidate is scored on.")
+@click.option("--registry", type=click.Path(dir_okay=False),
+              default="exported/candidates.json", show_default=True,
+              help="The table of candidates, updated in place.")
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="The plot. Default: beside the registry, candidates.png.")
+@click.option("--reference", default="scenenet", show_default=True,
+              help="The row speed ratios are taken against (the shipped model).")
+@click.option("--train-seconds", "seconds", multiple=True, metavar="NAME=SECONDS",
+              help="Training time of a candidate whose metadata lacks it.")
+def candidates(models: tuple[str, ...], data_dir: str, split_path: str, registry: str,
+               png: str | None, reference: str, seconds: tuple[str, ...]) -> None:
+    """Measure candidate models side by side and keep them in one table and one plot.
+
+    Each NAME=FILE.onnx is scored on the split through the runtime (accuracy, macro F1)
+    and timed beside the others (batch 32); rows already in the registry stay.
+
+    \b
+    Example:
+        python -m train candidates scenenet=scenetool/models/scenes.onnx \\
+            long=runs/scenenet-long/export/scenes.onnx --split exported/val_split.txt
+    """
+    from train import candidates as cand
+
+    def pairs(values, what: str) -> dict[str, str]:
+        out = {}
+        for value in values:
+            name, sep, rest = value.partition("=")
+            if not sep or not name or not rest:
+                raise click.BadParameter(f"{value!r} is not NAME=VALUE", param_hint=what)
+            out[name] = rest
+        return out
+
+    files = {k: Path(v) for k, v in pairs(models, "MODELS").items()}
+    secs = {k: float(v) for k, v in pairs(seconds, "--train-seconds").items()}
+    path = Path(registry)
+    rows = cand.load(path)
+    if files:
+        try:
+            rows = cand.merge(rows, cand.measure(files, data_dir, split_path, secs))
+        except ValueError as exc:
+            raise TrainError(str(exc)) from exc
+        cand.save(path, rows)
+    if not rows:
+        raise TrainError(f"no candidates: {path} is empty and no NAME=FILE.onnx was given")
+    for line in cand.table(rows, reference):
+        click.echo(line)
+    drawn = cand.plot(rows, Path(png) if png else path.with_suffix(".png"))
+    click.echo(f"plot: {drawn}", err=True)
 
 
 def main() -> None:

@@ -1,0 +1,144 @@
+"""Every candidate model in one table and one plot: accuracy, macro F1, throughput,
+parameters and training time, kept in `exported/candidates.json`.
+
+A candidate given as an ONNX file is measured here, all of them in one run: accuracy and
+macro F1 through `scenetool.evaluate` (the runtime's decoder and onnxruntime, forced
+choice) on the validation split, throughput side by side (`train.speed`, batch 32).
+Parameters and training time come from the file's metadata (`params`, `train_seconds`) or
+the command line. Rows whose models are no longer at hand (the study's first models) stay
+in the registry as recorded, and say so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from scenetool.fsutil import write_text
+
+
+@dataclass
+class Candidate:
+    name: str
+    note: str = ""  # where the numbers come from
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    images_per_second: float | None = None  # batch 32, measured beside the other candidates
+    params: int | None = None
+    train_seconds: float | None = None
+    file_mb: float | None = None
+    file: str | None = None
+    measured: str | None = None  # when (UTC)
+    extra: dict = field(default_factory=dict)
+
+
+def load(path: Path) -> list[Candidate]:
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text())["candidates"]
+    known = set(Candidate.__dataclass_fields__)
+    return [Candidate(**{k: v for k, v in row.items() if k in known}) for row in rows]
+
+
+def save(path: Path, rows: list[Candidate]) -> None:
+    write_text(path, json.dumps({"candidates": [asdict(r) for r in rows]}, indent=2) + "\n")
+
+
+def _params(meta_extra: dict, proto_path: Path) -> int:
+    if isinstance(meta_extra.get("params"), int):
+        return meta_extra["params"]
+    import numpy as np
+    import onnx
+
+    proto = onnx.load(proto_path)
+    return int(sum(np.prod(t.dims) for t in proto.graph.initializer))
+
+
+def measure(files: dict[str, Path], data: str, split: str,
+            train_seconds: dict[str, float] | None = None, threads: int = 2) -> list[Candidate]:
+    """Measure every ONNX file of `files` (name -> path) on `split` and side by side."""
+    from scenetool.evaluate import evaluate, listed_items
+    from scenetool.model import SceneModel
+    from train.evaluate import utc_now
+    from train.speed import throughputs
+
+    speeds = {s.path: s for s in throughputs(list(files.values()), threads=threads)}
+    rows = []
+    for name, path in files.items():
+        model = SceneModel(path, threads=threads)
+        result = evaluate(model, listed_items(data, split, model.labels), threads=threads)
+        extra = model.meta.extra
+        seconds = (train_seconds or {}).get(name, extra.get("train_seconds"))
+        rows.append(Candidate(
+            name=name, note=f"measured: onnxruntime on {Path(split).name}",
+            accuracy=round(result.scores.accuracy, 6), macro_f1=round(result.scores.macro_f1, 6),
+            images_per_second=round(speeds[model.path].images_per_second, 1),
+            params=_params(extra, path), train_seconds=seconds,
+            file_mb=round(path.stat().st_size / 1e6, 2), file=str(path), measured=utc_now(),
+            extra={"image_size": list(model.image_size), "arch": extra.get("arch"),
+                   "n": result.scores.n, "failed": len(result.failed)}))
+    return rows
+
+
+def merge(old: list[Candidate], new: list[Candidate]) -> list[Candidate]:
+    """The registry with `new` rows replacing those of the same name, order kept."""
+    by_name = {r.name: r for r in new}
+    out = [by_name.pop(r.name, r) for r in old]
+    return out + list(by_name.values())
+
+
+def _cell(value, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _hours(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def table(rows: list[Candidate], reference: str | None = None) -> list[str]:
+    """Markdown rows; `reference` names the row the speed ratio is taken against."""
+    ref = next((r for r in rows if r.name == reference), None)
+    lines = ["| model | accuracy | macro F1 | images/s (batch 32) | speed vs "
+             f"{reference or 'reference'} | parameters | training time | file | numbers |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        ratio = (r.images_per_second / ref.images_per_second
+                 if ref and ref.images_per_second and r.images_per_second else None)
+        lines.append(
+            f"| `{r.name}` | {_cell(r.accuracy and 100 * r.accuracy, '.2f')}"
+            f"{'%' if r.accuracy is not None else ''} | {_cell(r.macro_f1, '.3f')} | "
+            f"{_cell(r.images_per_second, '.1f')} | {_cell(ratio, '.2f')}"
+            f"{'x' if ratio is not None else ''} | {_cell(r.params, ',')} | "
+            f"{_hours(r.train_seconds)} | "
+            f"{_cell(r.file_mb, '.2f')}{' MB' if r.file_mb is not None else ''} | {r.note} |")
+    return lines
+
+
+def plot(rows: list[Candidate], out: Path, title: str = "Candidates") -> Path:
+    """Accuracy against throughput, one labelled point per candidate that has both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    drawn = [r for r in rows if r.accuracy is not None and r.images_per_second]
+    for r in drawn:
+        size = 20 + (r.params or 0) / 2e4
+        ax.scatter(r.images_per_second, 100 * r.accuracy, s=size, alpha=0.7)
+        ax.annotate(r.name, (r.images_per_second, 100 * r.accuracy), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    missing = [r.name for r in rows if r not in drawn]
+    ax.set_xlabel("images/s, batch 32 (onnxruntime, this machine)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title + (f"\nnot drawn (no throughput): {', '.join(missing)}"
+                          if missing else ""), fontsize=9)
+    ax.grid(alpha=0.3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out
