@@ -100,6 +100,17 @@ def test_reused_results_follow_this_runs_min_confidence(tmp_path):
     assert csv_rows(lenient.stdout)[0]["label"] == first["label"]
 
 
+def test_ctrl_c_in_any_command_is_exit_130(monkeypatch):
+    import scenetool.cli.info
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scenetool.cli.info, "open_model", interrupted)
+    result = invoke("info")
+    assert (result.exit_code, result.stderr) == (130, "interrupted\n")
+
+
 def test_no_recursive(photos):
     result = invoke("classify", str(photos), "--no-recursive", "--csv", "-")
     assert {Path(r["path"]).name for r in csv_rows(result.stdout)} == {"r1.jpg", "g1.png",

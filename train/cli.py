@@ -29,6 +29,21 @@ class TrainError(click.ClickException):
     exit_code = 2
 
 
+class Command(click.Command):
+    """Ctrl-C is exit 130, not Click's "Aborted!" and 1 (fit says more, and first)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+class Group(click.Group):
+    command_class = Command
+
+
 def _data_error(exc: data_mod.DataError) -> TrainError:
     """A data error as a one-line message; a missing folder says how to name the right one."""
     if isinstance(exc, data_mod.DataNotFound):
@@ -46,7 +61,7 @@ def _run_dir(runs: str, run: str) -> Path:
     return path
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=Group, context_settings=CONTEXT)
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens, for example cache hits.")
 def cli(verbose: bool) -> None:
     """Train, compare, evaluate and export the scenetool CNN.

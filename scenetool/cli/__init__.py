@@ -9,6 +9,7 @@ command; the options they share are in `cli.options`.
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import click
@@ -26,8 +27,9 @@ class Fatal(click.ClickException):
 
 
 class Command(click.Command):
-    """A command whose library errors become exit 2 with a one-line reason; what was
-    committed before the error stays in the store."""
+    """A command whose library errors become exit 2 with a one-line reason (what was
+    committed before the error stays in the store), and whose Ctrl-C is exit 130 (commands
+    that have more to say about an interruption catch it first)."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -36,6 +38,9 @@ class Command(click.Command):
             raise click.UsageError(str(exc), ctx) from None
         except ScenetoolError as exc:
             raise Fatal(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
