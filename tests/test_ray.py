@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_image, scenetool
+from conftest import grey, make_image, scenetool
 
 from scenetool.cli import cli
 from scenetool.engines.common import Settings
@@ -152,15 +152,17 @@ def run_job(paths: list[str], store: Store, settings: Settings = Settings(batch_
 def test_ray_gives_the_local_engines_results(ray_cluster, tmp_path):
     photos = tmp_path / "photos"
     make_photos(photos, 24)
+    grey(photos / "grey.png")  # a third for each colour: "unknown" below --min-confidence
     make_bad(photos)
-    local = invoke("classify", str(photos), "--store", str(tmp_path / "local.db"),
-                   "--top-k", "3", "--json", "-")
+    options = ("--top-k", "3", "--min-confidence", "0.5", "--batch-size", "5", "--json", "-")
+    local = invoke("classify", str(photos), "--store", str(tmp_path / "local.db"), *options)
     distributed = invoke("classify", str(photos), "--engine", "ray", "--store",
-                         str(tmp_path / "ray.db"), "--top-k", "3", "--json", "-")
+                         str(tmp_path / "ray.db"), *options)
     assert local.exit_code == distributed.exit_code == 1  # the bad files failed
     expected, got = by_path(local.stdout), by_path(distributed.stdout)
     assert list(got) == list(expected)  # every image, in the same order
     assert sum(1 for row in got.values() if row["error"]) == 3
+    assert got[str(photos / "grey.png")]["label"] == "unknown"
     for path, row in expected.items():
         assert got[path]["label"] == row["label"], path
         assert got[path]["error"] == row["error"], path
@@ -183,6 +185,8 @@ def test_rerun_reuses_everything(ray_cluster, tmp_path):
     assert "12 image(s): 0 classified, 12 already in the store" in " ".join(again.output.split())
     with Store(db) as store:
         assert store.count(2) == 12 and all(row.reused for row in store.rows(2))
+    forced = invoke("classify", str(photos), "--engine", "ray", "--store", db, "-q", "--force")
+    assert "12 image(s): 12 classified, 0 already" in " ".join(forced.output.split())
 
 
 def test_no_dashboard_job_or_client_server_during_a_run(ray_cluster, tmp_path):
