@@ -160,18 +160,38 @@ def _configure_data(ray: Any) -> None:
     context.execution_options.preserve_order = True
 
 
+def _driver_environment() -> dict[str, str]:
+    """Ray's C++ logging quiet on our stderr unless the user set it: Ray Data makes it print
+    an alarming, harmless error about actor arguments held in the object store by this very
+    driver (ray-project/ray#57733)."""
+    return {"RAY_BACKEND_LOG_LEVEL": os.environ.get("RAY_BACKEND_LOG_LEVEL", "fatal")}
+
+
 def _local_environment() -> dict[str, str]:
     """What a private local Ray needs in the environment before `ray` is imported: token
     authentication on (with a token made for this run unless one is configured), and
     every address on the loopback interface (Ray's own switch for single-node use)."""
-    env = {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           # Ray's C++ logs (files in the session folder, removed afterwards) would also
-           # print errors to our stderr that are not ours to report, such as a warning
-           # about actor arguments held in the object store by this very driver.
-           "RAY_BACKEND_LOG_LEVEL": os.environ.get("RAY_BACKEND_LOG_LEVEL", "fatal")}
+    env = {**_driver_environment(), "RAY_AUTH_MODE": "token",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
         env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     return env
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the block (Ray reads them when it is imported and
+    started, and the processes it starts inherit them), then as they were."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextmanager
@@ -182,29 +202,22 @@ def local_ray(num_cpus: int) -> Iterator[Any]:
     without the dashboard, the job server and the client server. Its session files go to
     a temporary folder that is removed afterwards.
     """
-    saved = {key: os.environ.get(key) for key in _local_environment()}
-    os.environ.update(_local_environment())
     temp_dir = tempfile.mkdtemp(prefix="scenetool-ray-")
-    ray = import_ray()
-    try:
+    with _environment(_local_environment()):
+        ray = import_ray()
         try:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                      _node_ip_address=_LOCAL_HOST, _temp_dir=temp_dir, log_to_driver=False,
                      logging_level=logging.WARNING)
         except Exception as exc:  # Ray raises many kinds of errors while starting
+            shutil.rmtree(temp_dir, ignore_errors=True)
             raise RayError(f"could not start a local Ray: {_first_line(exc)}") from None
         try:
             _check_private(ray)
             yield ray
         finally:
             ray.shutdown()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(temp_dir, ignore_errors=True)
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _check_private(ray: Any) -> None:
@@ -230,15 +243,17 @@ def connected(address: str | None, workers: int | None) -> Iterator[int]:
     if _already_connected():
         yield workers or _cluster_cpus(import_ray())
     elif address:
-        ray = import_ray()
-        try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        except Exception as exc:  # ConnectionError, AuthenticationError, ValueError, ...
-            raise RayError(f"cannot connect to Ray at {address}: {_first_line(exc)}") from None
-        try:
-            yield workers or _cluster_cpus(ray)
-        finally:
-            ray.shutdown()
+        with _environment(_driver_environment()):
+            ray = import_ray()
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            except Exception as exc:  # ConnectionError, AuthenticationError, ValueError, ...
+                raise RayError(f"cannot connect to Ray at {address}: "
+                               f"{_first_line(exc)}") from None
+            try:
+                yield workers or _cluster_cpus(ray)
+            finally:
+                ray.shutdown()
     else:
         with local_ray(max(workers or os.cpu_count() or 1, 1)) as ray:
             yield workers or _cluster_cpus(ray)
