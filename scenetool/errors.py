@@ -31,6 +31,17 @@ class StoreError(ScenetoolError):
 class DecodeError(ScenetoolError):
     """A file that could not be turned into an image; str() is a one-line reason."""
 
+    #: The file-system errors every decoder names the same way (`unreadable`).
+    UNREADABLE = (FileNotFoundError, PermissionError, IsADirectoryError)
+
+    @classmethod
+    def unreadable(cls, exc: OSError) -> DecodeError:
+        if isinstance(exc, FileNotFoundError):
+            return cls("no such file")
+        if isinstance(exc, PermissionError):
+            return cls("permission denied")
+        return cls("is a folder")
+
 
 class LayoutError(ScenetoolError):
     """An evaluation folder that does not have one subfolder per label."""

@@ -6,23 +6,12 @@ import sys
 from typing import TYPE_CHECKING
 
 import click
-from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from scenetool.cli import Command
-from scenetool.cli.options import (
-    open_model,
-    open_store,
-    pipeline_options,
-    refuse_sidecars_for_urls,
-    say,
-    sidecar_option,
-    stderr,
-    stdout,
-    store_option,
-)
+from scenetool.cli import Command, options
+from scenetool.outputs.table import ChunkedTable
 from scenetool.paths import shown
 
 if TYPE_CHECKING:  # lxml loads only when a sidecar is written, not at start-up
@@ -41,13 +30,13 @@ DONE = {"created": ("created", "would create"),
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--recursive/--no-recursive", default=True, show_default=True,
               help="Walk into subfolders.")
-@sidecar_option
+@options.sidecar_option
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, metavar="P",
               show_default=True, help="Below this confidence write no keyword.")
 @click.option("--dry-run", is_flag=True, help="Say what would be written; write no sidecar.")
 @click.option("--remove", is_flag=True, help="Take scenetool's keywords out of the sidecars.")
-@pipeline_options
-@store_option
+@options.pipeline_options
+@options.store_option
 def command(paths: tuple[str, ...], recursive: bool, sidecar_name: str, min_confidence: float,
             dry_run: bool, remove: bool, batch_size: int, threads: int,
             model_path: str | None, store_path: str | None) -> None:
@@ -67,9 +56,9 @@ def command(paths: tuple[str, ...], recursive: bool, sidecar_name: str, min_conf
     """
     from scenetool.tagging import Tagger
 
-    refuse_sidecars_for_urls(paths)
+    options.refuse_sidecars_for_urls(paths)
     tagger = Tagger(sidecar_name, min_confidence, dry_run)
-    out, err = stdout(), stderr()
+    out, err = options.stdout(), options.stderr()
     table = TagTable(out, dry_run)
     try:
         if remove:
@@ -80,14 +69,14 @@ def command(paths: tuple[str, ...], recursive: bool, sidecar_name: str, min_conf
                            store_path)
     except KeyboardInterrupt:
         table.flush()
-        say(err, f"interrupted: {tagger.tally.total} photo(s) done; run the same command "
+        options.say(err, f"interrupted: {tagger.tally.total} photo(s) done; run the same command "
             "again to finish", "yellow")
         sys.exit(130)
     table.flush()
     tally = tagger.tally
     for path, reason in tally.failed:
-        say(err, f"failed: {shown(path)}: {reason}", "red")
-    say(err, tally_line(tally, dry_run, min_confidence) + summary)
+        options.say(err, f"failed: {shown(path)}: {reason}", "red")
+    options.say(err, tally_line(tally, dry_run, min_confidence) + summary)
     if tally.failed:
         sys.exit(1)
 
@@ -97,9 +86,9 @@ def _tag(paths, recursive, tagger: Tagger, table: TagTable, batch_size: int, thr
     """Tag from the store's results, classifying (and recording) what it lacks."""
     from scenetool.api import classify
 
-    store = open_store(store_path)
-    results = classify(paths, model=open_model(model_path), store=store, recursive=recursive,
-                       batch_size=batch_size, threads=threads)
+    store = options.open_store(store_path)
+    results = classify(paths, model=options.open_model(model_path), store=store,
+                       recursive=recursive, batch_size=batch_size, threads=threads)
     for row in results:
         table.add(tagger.tag(row))
     walked = results.tally
@@ -127,32 +116,20 @@ def tally_line(tally: TagTally, dry_run: bool, min_confidence: float) -> str:
             + f"{tally.total} photo(s), sidecars: " + ", ".join(parts) + ".")
 
 
-class TagTable:
+class TagTable(ChunkedTable):
     """One row per photo, printed a chunk at a time: photo, keyword, confidence, sidecar."""
 
-    CHUNK = 50
-
     def __init__(self, console: Console, dry_run: bool):
-        self.console, self.dry_run = console, dry_run
-        self.rows: list[Tagged] = []
-        self.printed_header = False
+        super().__init__(console)
+        self.dry_run = dry_run
 
-    def add(self, tagged: Tagged) -> None:
-        self.rows.append(tagged)
-        if len(self.rows) >= self.CHUNK:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.rows:
-            return
-        table = Table(box=box.SIMPLE_HEAD, show_header=not self.printed_header, show_edge=False,
-                      pad_edge=False)
+    def fill(self, table: Table, rows: list[Tagged]) -> None:
         width = max(self.console.width - 40, 40)
         table.add_column("photo", width=width * 2 // 5, overflow="fold")
         table.add_column("keyword", width=11, overflow="fold")
         table.add_column("confidence", width=10, justify="right")
         table.add_column("sidecar", width=width - width * 2 // 5, overflow="fold")
-        for t in self.rows:
+        for t in rows:
             if t.outcome is None:
                 keyword, state = Text("failed", style="red"), Text(t.reason or "", style="red")
             else:
@@ -160,6 +137,3 @@ class TagTable:
                 state = Text(f"{DONE[t.outcome.value][self.dry_run]}: {shown(t.sidecar or '')}")
             confidence = "" if t.confidence is None else f"{t.confidence:.1%}"
             table.add_row(Text(shown(t.path)), keyword, confidence, state)
-        self.console.print(table)
-        self.printed_header = True
-        self.rows.clear()

@@ -115,12 +115,8 @@ def open_rgb(path: str | os.PathLike, at_least: tuple[int, int],
             return im.copy() if im is opened else im
     except DecodeError:
         raise
-    except FileNotFoundError:
-        raise DecodeError("no such file") from None
-    except PermissionError:
-        raise DecodeError("permission denied") from None
-    except IsADirectoryError:
-        raise DecodeError("is a folder") from None
+    except DecodeError.UNREADABLE as exc:
+        raise DecodeError.unreadable(exc) from None
     except Image.DecompressionBombError as exc:  # Pillow refuses over twice its limit
         found = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = f"{int(found.group(1)):,}" if found else "too many"

@@ -109,10 +109,8 @@ def open_raw(path: str | os.PathLike, at_least: tuple[int, int]) -> Image.Image:
             return Image.fromarray(rgb).convert("RGB")
     except DecodeError:
         raise
-    except FileNotFoundError:
-        raise DecodeError("no such file") from None
-    except PermissionError:
-        raise DecodeError("permission denied") from None
+    except DecodeError.UNREADABLE as exc:
+        raise DecodeError.unreadable(exc) from None
     except rawpy.LibRawFileUnsupportedError:
         raise DecodeError("camera RAW: not a RAW format LibRaw reads "
                           "(unknown camera or not a RAW file)") from None

@@ -25,28 +25,19 @@ def confidence_text(value: float | None) -> str:
     return "" if value is None else f"{value:.1%}"
 
 
-class ResultTable:
-    """Rows printed a chunk at a time (header on the first chunk only).
-
-    Columns: path, label, confidence, and a details column that holds the runners-up
-    (with --top-k) or, for a failed file, the reason. Without --top-k the details column
-    is there only in chunks that have a failed file, so a table with nothing to note has no
-    empty column; the other columns have fixed widths, so chunks line up either way.
-    """
+class ChunkedTable:
+    """Rows printed a chunk at a time (header on the first chunk only), with fixed column
+    widths and no outer box, so a long stream reads as one table while memory stays flat.
+    Subclasses add the columns and rows of a chunk in `fill`."""
 
     CHUNK = 50
 
-    def __init__(self, console: Console, labels: Sequence[str], top_k: int = 1):
-        self.console, self.top_k = console, top_k
-        self.rows: list[Row] = []
+    def __init__(self, console: Console):
+        self.console = console
+        self.rows: list = []
         self.printed_header = False
-        self.label_width = max(max((len(x) for x in labels), default=5), len(UNKNOWN), 6) + 2
-        self.conf_width = 10
-        room = max(console.width - self.label_width - self.conf_width - 6, 40)
-        self.path_width = max(room * 3 // 5, 20)
-        self.details_width = max(room - self.path_width, 16)
 
-    def add(self, row: Row) -> None:
+    def add(self, row: object) -> None:
         self.rows.append(row)
         if len(self.rows) >= self.CHUNK:
             self.flush()
@@ -56,14 +47,42 @@ class ResultTable:
             return
         table = Table(box=box.SIMPLE_HEAD, show_header=not self.printed_header, show_edge=False,
                       pad_edge=False)
+        self.fill(table, self.rows)
+        emit(self.console, table)
+        self.printed_header = True
+        self.rows = []
+
+    def fill(self, table: Table, rows: list) -> None:
+        raise NotImplementedError
+
+
+class ResultTable(ChunkedTable):
+    """The results of a classify run.
+
+    Columns: path, label, confidence, and a details column that holds the runners-up
+    (with --top-k) or, for a failed file, the reason. Without --top-k the details column
+    is there only in chunks that have a failed file, so a table with nothing to note has no
+    empty column; the other columns have fixed widths, so chunks line up either way.
+    """
+
+    def __init__(self, console: Console, labels: Sequence[str], top_k: int = 1):
+        super().__init__(console)
+        self.top_k = top_k
+        self.label_width = max(max((len(x) for x in labels), default=5), len(UNKNOWN), 6) + 2
+        self.conf_width = 10
+        room = max(console.width - self.label_width - self.conf_width - 6, 40)
+        self.path_width = max(room * 3 // 5, 20)
+        self.details_width = max(room - self.path_width, 16)
+
+    def fill(self, table: Table, rows: list[Row]) -> None:
         table.add_column("path", width=self.path_width, overflow="fold")
         table.add_column("label", width=self.label_width, overflow="fold")
         table.add_column("confidence", width=self.conf_width, justify="right")
-        with_details = self.top_k > 1 or any(row.error for row in self.rows)
+        with_details = self.top_k > 1 or any(row.error for row in rows)
         if with_details:
             table.add_column("runners-up" if self.top_k > 1 else "note",
                              width=self.details_width, overflow="fold")
-        for row in self.rows:
+        for row in rows:
             if row.error:
                 label, details = Text("failed", style="red"), Text(row.error, style="red")
             else:
@@ -71,9 +90,6 @@ class ResultTable:
                 details = Text(", ".join(f"{lab} {p:.1%}" for lab, p in row.top_k[1:]))
             cells = [shown(row.path), label, confidence_text(row.confidence)]
             table.add_row(*cells, *([details] if with_details else []))
-        emit(self.console, table)
-        self.printed_header = True
-        self.rows.clear()
 
 
 def emit(console: Console, renderable: object) -> None:
