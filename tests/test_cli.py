@@ -361,6 +361,35 @@ def test_evaluate_png(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_evaluate_png_needs_matplotlib_alone(tmp_path):
+    """What the plot extra installs is enough: --png works where TensorFlow cannot be
+    imported, and where matplotlib is missing the message names the extra."""
+    pytest.importorskip("matplotlib")
+    import subprocess
+    import sys
+
+    root = make_labelled(tmp_path / "test")
+    png = tmp_path / "cm.png"
+    code = ("import sys\n"
+            "sys.modules['tensorflow'] = sys.modules['keras'] = None  # importing them fails\n"
+            "{block}"
+            "from scenetool.cli import main\n"
+            "sys.argv = ['scenetool', 'evaluate', sys.argv[1], '--png', sys.argv[2]]\n"
+            "main()\n")
+    ok = subprocess.run([sys.executable, "-c", code.format(block=""), str(root), str(png)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    blocked = code.format(block="sys.modules['matplotlib'] = None\n"
+                                "import importlib.util\n"
+                                "importlib.util.find_spec = lambda name, *a: None\n")
+    missing = subprocess.run([sys.executable, "-c", blocked, str(root), str(tmp_path / "x.png")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines()[-1] == (
+        "Error: Invalid value for --png: needs matplotlib: pip install 'scenetool[plot]'")
+
+
 def test_evaluate_unknown_subfolder_is_an_error(tmp_path):
     root = make_labelled(tmp_path / "test")
     (root / "purple").mkdir()
