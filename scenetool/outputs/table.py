@@ -7,6 +7,7 @@ reads as one table while memory stays flat however many rows there are.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
@@ -14,11 +15,13 @@ from rich.table import Table
 from rich.text import Text
 
 from scenetool.constants import UNKNOWN
-from scenetool.evaluate import Scores
-from scenetool.job import Tally
-from scenetool.outputs.report import Summary
 from scenetool.paths import shown
-from scenetool.store import Row, Run
+
+if TYPE_CHECKING:  # annotations only: the tables load no numpy, onnxruntime or store
+    from scenetool.evaluate import Scores
+    from scenetool.job import Tally
+    from scenetool.outputs.report import Summary
+    from scenetool.store import Row, Run
 
 
 def confidence_text(value: float | None) -> str:
