@@ -12,8 +12,7 @@ and TensorFlow never is.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # typing itself is not imported: `import scenetool` stays cheap
 __version__ = "0.1.0"
 __all__ = ["classify", "watch", "open_model", "__version__"]
 
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
     from scenetool.api import classify, open_model, watch
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in ("classify", "watch", "open_model"):
         from scenetool import api
 

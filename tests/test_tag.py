@@ -168,3 +168,9 @@ def test_the_photos_are_never_opened_for_writing(photos):
                              env=env, capture_output=True, text=True, timeout=120)
         assert "EXIT 0 WRITTEN []" in out.stdout, out.stdout + out.stderr
     assert not list(photos.rglob("*.xmp"))  # --remove took the sidecars back out
+
+
+def test_a_path_that_is_not_there_is_a_usage_error(tmp_path):
+    result = invoke("tag", str(tmp_path / "nope"))
+    assert result.exit_code == 2
+    assert f"no such file or folder: {tmp_path / 'nope'}" in result.stderr

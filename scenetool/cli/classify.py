@@ -13,6 +13,7 @@ from rich.console import Console
 
 from scenetool.cli import Command
 from scenetool.cli.options import (
+    check_paths,
     export_options,
     open_exports,
     open_model,
@@ -26,7 +27,7 @@ from scenetool.cli.options import (
     store_option,
 )
 from scenetool.errors import UsageError
-from scenetool.paths import is_url, shown
+from scenetool.paths import shown
 
 
 @click.command("classify", cls=Command)
@@ -83,7 +84,7 @@ def command(ctx: click.Context, paths: tuple[str, ...], recursive: bool, top_k: 
     from scenetool import api
     from scenetool.errors import FolderGone
 
-    _check_paths(paths)
+    check_paths(paths)
     if watch:
         _check_watch(paths, recursive)
     _check_engine_options(ctx, engine, watch, tag, paths)
@@ -148,15 +149,6 @@ def command(ctx: click.Context, paths: tuple[str, ...], recursive: bool, top_k: 
     _finish(results, model, paths, store, started, to_stdout, out, err, tagger)
     if results.tally.failed or (tagger and tagger.tally.failed):
         sys.exit(1)
-
-
-def _check_paths(paths: tuple[str, ...]) -> None:
-    """A PATH that is not there at all is a typo: a usage error before any run is recorded.
-    (A dangling symlink is there; it is classified as a failed file. An s3:// URL is looked
-    up by the run: a missing bucket or prefix is a failed item.)"""
-    missing = [path for path in paths if not is_url(path) and not os.path.lexists(path)]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
 
 
 def _check_watch(paths: tuple[str, ...], recursive: bool) -> None:

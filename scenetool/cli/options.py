@@ -71,6 +71,17 @@ def say(console: Console, text: str, style: str | None = None) -> None:
     console.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
 
 
+def check_paths(paths: tuple[str, ...]) -> None:
+    """A PATH that is not there at all is a typo: a usage error before any run is recorded.
+    (A dangling symlink is there; it is classified as a failed file. An s3:// URL is looked
+    up by the run: a missing bucket or prefix is a failed item.)"""
+    from scenetool.paths import is_url
+
+    missing = [path for path in paths if not is_url(path) and not os.path.lexists(path)]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+
+
 def open_model(model_path: str | None):
     from scenetool.model import open_model as _open
 

@@ -56,6 +56,7 @@ def command(paths: tuple[str, ...], recursive: bool, sidecar_name: str, min_conf
     """
     from scenetool.tagging import Tagger
 
+    options.check_paths(paths)
     options.refuse_sidecars_for_urls(paths)
     tagger = Tagger(sidecar_name, min_confidence, dry_run)
     out, err = options.stdout(), options.stderr()
