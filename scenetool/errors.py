@@ -64,7 +64,11 @@ class SidecarError(ScenetoolError):
     exactly as it is; one photo fails, not the run."""
 
 
-class FolderGone(ScenetoolError):
+class WatchError(ScenetoolError):
+    """A folder cannot be watched (the system's limit on watches, for one)."""
+
+
+class FolderGone(WatchError):
     """A watched folder was deleted, moved away or replaced."""
 
 

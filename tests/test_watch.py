@@ -3,6 +3,7 @@ so 'not before it has stopped growing' is checked without racing the machine's l
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 
-from scenetool.errors import FolderGone
+from scenetool.errors import FolderGone, WatchError
 from scenetool.inputs.watch import Watcher, signature
 from scenetool.outputs import xmp
 
@@ -135,6 +136,17 @@ def test_a_watched_folder_that_goes_away_is_reported(tmp_path, how):
                 folder.mkdir()
         with pytest.raises(FolderGone, match="watched folder disappeared: "):
             next(watcher.batches(poll=0.01))
+
+
+def test_a_folder_that_cannot_be_watched_is_an_error_not_a_traceback(tmp_path, monkeypatch):
+    from watchdog.observers import Observer
+
+    def limit(self):
+        raise OSError(errno.ENOSPC, "inotify watch limits reached")
+
+    monkeypatch.setattr(Observer, "start", limit)
+    with pytest.raises(WatchError, match=f"cannot watch {tmp_path}: inotify watch limits"):
+        Watcher([str(tmp_path)]).__enter__()
 
 
 # -- scenetool classify DIR --watch, as a real process ---------------------------------------

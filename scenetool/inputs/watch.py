@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from scenetool.errors import FolderGone
+from scenetool.errors import FolderGone, WatchError
 from scenetool.paths import shown, store_key
 
 # Names that copy tools, browsers and sync clients give files they have not finished.
@@ -105,16 +105,22 @@ class Watcher:
             if identity is None:
                 raise FolderGone(f"not a folder: {shown(root)}")
         self._observer = Observer()
-        for root in self.roots:
-            self._observer.schedule(Handler(), root, recursive=True)
         self._observer.daemon = True
-        self._observer.start()
+        try:
+            for root in self.roots:
+                self._observer.schedule(Handler(), root, recursive=True)
+            self._observer.start()
+        except OSError as exc:  # e.g. inotify's limit on watches (fs.inotify.max_user_watches)
+            self.__exit__()
+            raise WatchError(f"cannot watch {', '.join(map(shown, self.roots))}: "
+                             f"{exc.strerror or exc}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._observer is not None:
             self._observer.stop()
-            self._observer.join(timeout=5)
+            if self._observer.is_alive():
+                self._observer.join(timeout=5)
             self._observer = None
 
     def seen(self, path: str, size: int | None, mtime: float | None) -> None:
