@@ -148,7 +148,8 @@ def classify(paths: Paths, *, model: PathArg | SceneModel | None = None,
 
 def watch(folders: Paths, *, settle: float = 2.0, model: PathArg | SceneModel | None = None,
           store: PathArg | Store | None = None, top_k: int = 1, min_confidence: float = 0.0,
-          batch_size: int = 32, threads: int = 0, force: bool = False) -> Results:
+          batch_size: int = 32, threads: int = 0, force: bool = False,
+          engine: Engine | None = None) -> Results:
     """Like `classify` on `folders` (recursively), then go on forever with each image that
     arrives or changes there, once it has stopped changing for `settle` seconds.
 
@@ -162,7 +163,7 @@ def watch(folders: Paths, *, settle: float = 2.0, model: PathArg | SceneModel | 
     watcher = Watcher(roots, settle=settle).__enter__()
     try:
         job, owned = _job(roots, model, store, top_k, min_confidence, batch_size, threads,
-                          force, True, more=watcher.batches())
+                          force, True, engine, watcher.batches())
     except BaseException:
         watcher.__exit__(None, None, None)
         raise
