@@ -343,3 +343,86 @@ def test_a_copy_that_fails_half_way_leaves_no_part_file(src, tmp_path, monkeypat
     assert tree(src) == before
     assert [p for p in dest.rglob("*") if p.is_file()] == []
     assert f"cannot move to {dest}: No space left on device" in result.stderr
+
+
+def test_labels_that_are_paths_stay_folders_inside_dest(tmp_path):
+    """Labels come from a model file: '..' or 'a/b' must not lead a photo out of DEST."""
+    from conftest import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "odd.onnx", labels=("..", "a/b", "."))
+    src = tmp_path / "photos"
+    make_image(src / "r.jpg", "red")
+    make_image(src / "g.jpg", "green")
+    make_image(src / "b.jpg", "blue")
+    dest = tmp_path / "box" / "sorted"
+    result = invoke("sort", src, dest, "--model", model)
+    assert result.exit_code == 0, result.output
+    assert sorted(tree(tmp_path / "box")) == ["sorted/_/b.jpg", "sorted/_/r.jpg",
+                                              "sorted/a_b/g.jpg"]
+
+
+def test_the_table_lists_labels_in_order_with_unknown_last(src, tmp_path):
+    grey(src / "grey.png")
+    make_image(src / "a-blue.png", "blue")
+    result = invoke("sort", src, tmp_path / "sorted", "--min-confidence", "0.5")
+    lines = [line.split() for line in result.stdout.splitlines() if line.strip()]
+    assert lines[0] == ["Sorted"]
+    assert lines[1] == ["label", "copied", "already", "there"]
+    assert [line[0] for line in lines[3:]] == ["blue", "green", "red", "unknown", "total"]
+    assert lines[-1] == ["total", "6", "0"]
+
+
+def test_a_photo_linked_from_inside_dest_is_left_alone_and_counted(src, tmp_path):
+    dest = tmp_path / "sorted"
+    assert invoke("sort", src, dest).exit_code == 0
+    os.symlink(dest / "red" / "r1.jpg", src / "again.jpg")  # a photo already in DEST
+    result = invoke("sort", src, dest)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("4 image(s): 0 copied, 4 already there, 0 failed (left in "
+                                    "place), 1 already inside DEST. ")
+    assert sorted(tree(dest)) == ["blue/b1.jpg", "green/g1.png", "red/r1.jpg", "red/r2.png"]
+
+
+def test_dest_deep_inside_src_is_skipped_and_its_neighbours_sorted(tmp_path):
+    """DEST two levels down: the folders on the way are opened, DEST itself is not
+    walked (nothing in it is classified), and every neighbour, before and after it, is."""
+    src = tmp_path / "photos"
+    make_image(src / "a.jpg", "red")
+    make_image(src / "trip" / "b.jpg", "green")
+    make_image(src / "trip" / "aa" / "c.jpg", "blue")
+    make_image(src / "trip" / "zz.jpg", "red")
+    make_image(src / "trip" / "zzz" / "d.jpg", "green")
+    make_image(src / "zulu.jpg", "blue")
+    dest = src / "trip" / "sorted"
+    make_image(dest / "red" / "old.jpg", "red")  # sorted before: must not be walked
+    result = invoke("sort", src, dest)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.endswith(": 6 classified, 0 from the store.\n")
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.jpg")) == [
+        "blue/c.jpg", "blue/zulu.jpg", "green/b.jpg", "green/d.jpg", "red/a.jpg",
+        "red/old.jpg", "red/zz.jpg"]
+    again = invoke("sort", src, dest)
+    assert again.stderr.startswith("6 image(s): 0 copied, 6 already there, 0 failed (left in "
+                                   "place). Run 2 in ")
+
+
+def test_a_name_taken_between_looking_and_writing_goes_to_the_next(src, tmp_path, monkeypatch):
+    """Another sort writes r1.jpg into DEST after this one found the name free: the link
+    is made at the next free name and the other sort's file is left as it is."""
+    dest = tmp_path / "sorted"
+    real_symlink = os.symlink
+    raced: list[str] = []
+
+    def racing_symlink(target, name, *args, **kwargs):
+        if not raced:
+            raced.append(str(name))
+            Path(name).write_bytes(b"another sort's photo")
+        real_symlink(target, name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "symlink", racing_symlink)
+    result = invoke("sort", src, dest, "--link")
+    assert result.exit_code == 0, result.output
+    assert raced == [str(dest / "green" / "g1.png")]  # the first photo placed
+    assert (dest / "green" / "g1.png").read_bytes() == b"another sort's photo"
+    assert os.readlink(dest / "green" / "g1-1.png") == str(src / "g1.png")
+    assert table_row(result.stdout, "green") == ["1", "0"]
