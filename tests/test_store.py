@@ -108,6 +108,9 @@ def test_results_read_back_as_they_were_written(tmp_path):
         store.add_results(run, [
             ("/p/x.jpg", 10, 100.5, "red", 0.875, [["red", 0.875], ["blue", 0.125]], None),
             ("/p/bad.jpg", 3, 7.25, None, None, None, "truncated image data")])
+        unfinished = store.run(run)
+        assert unfinished is not None and unfinished.finished is None
+        assert datetime.fromisoformat(unfinished.started).utcoffset() == timedelta(0)
         store.finish_run(run)
         rows = list(store.rows(run))
         assert rows == [
@@ -121,7 +124,8 @@ def test_results_read_back_as_they_were_written(tmp_path):
         assert saved.arguments == {"command": "classify", "top_k": 2}
         started = datetime.fromisoformat(saved.started)
         assert started.utcoffset() == timedelta(0), "times are stored in UTC"
-        assert saved.finished is not None and saved.finished >= saved.started
+        assert saved.started == unfinished.started
+        assert datetime.fromisoformat(saved.finished) >= started
 
 
 def test_reused_results_are_copies_marked_as_reused(tmp_path):
@@ -178,6 +182,11 @@ def test_a_batch_that_cannot_be_written_is_rolled_back_whole(tmp_path):
                            match="^cannot write to store .*: disk full$"):
             store.reuse(run, store.rows_by_id([good, good]))
         store.db.execute("DROP TRIGGER full")
+        store.db.execute("CREATE TRIGGER no_runs BEFORE INSERT ON runs"
+                         " BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        with pytest.raises(scenetool.store.StoreError,
+                           match="^cannot write to store .*: disk full$"):
+            store.start_run("m", "m.onnx", {})
         store.reuse(run, store.rows_by_id([good]))
         store.reuse(run, [])
         assert [(r.path, r.reused) for r in store.rows(run)] == [("/p/good.jpg", False),
