@@ -102,7 +102,8 @@ def _path_list(paths: Paths) -> list[str]:
 def _job(paths: Sequence[str], model: PathArg | SceneModel | None, store: PathArg | Store | None,
          top_k: int, min_confidence: float, batch_size: int, threads: int, force: bool,
          recursive: bool, engine: Engine | None = None,
-         more: Iterable[Sequence[str]] = ()) -> tuple[ClassifyJob, Store | None]:
+         more: Iterable[Sequence[str]] = (), unknown: bool = True
+         ) -> tuple[ClassifyJob, Store | None]:
     from scenetool.engines.common import Settings
     from scenetool.errors import UsageError
     from scenetool.job import ClassifyJob
@@ -115,9 +116,10 @@ def _job(paths: Sequence[str], model: PathArg | SceneModel | None, store: PathAr
     opened = model if isinstance(model, SceneModel) else open_model(model)
     owned = Store(store) if store is not None and not isinstance(store, Store) else None
     settings = Settings(batch_size=batch_size, threads=threads, top_k=top_k,
-                        min_confidence=min_confidence)
+                        min_confidence=min_confidence, unknown=unknown)
     arguments = {"paths": list(paths), "recursive": recursive, "top_k": top_k,
-                 "min_confidence": min_confidence, "force": force, "batch_size": batch_size}
+                 "min_confidence": min_confidence, "force": force, "batch_size": batch_size,
+                 "unknown": unknown}
     job = ClassifyJob(opened, owned or store, paths, settings, recursive, force, arguments,
                       engine, more)
     return job, owned
@@ -126,14 +128,17 @@ def _job(paths: Sequence[str], model: PathArg | SceneModel | None, store: PathAr
 def classify(paths: Paths, *, model: PathArg | SceneModel | None = None,
              store: PathArg | Store | None = None, top_k: int = 1, min_confidence: float = 0.0,
              batch_size: int = 32, threads: int = 0, force: bool = False,
-             recursive: bool = True, engine: Engine | None = None) -> Results:
+             recursive: bool = True, engine: Engine | None = None,
+             unknown: bool = True) -> Results:
     """Classify the images under `paths` (files and folders, one path or several),
     streaming one result per image in a stable order.
 
     `model`: a path or an opened model (default: $SCENETOOL_MODEL, else the shipped one).
     `store`: a results database (path or `scenetool.store.Store`) to record the run in and
     to take unchanged images' results from (unless `force`); None keeps nothing.
-    `top_k` runners-up per image; below `min_confidence` the label is "unknown".
+    `top_k` runners-up per image; below `min_confidence` the label is "unknown", and so
+    it is when the model has a scene score below its threshold (not a scene), unless
+    `unknown` is False.
     `batch_size` images per inference batch, `threads` decoding threads (0: one per core).
     `engine`: what runs the model (a `scenetool.engines` engine built for `model`);
     default: this process, decoding in a thread pool.
@@ -142,14 +147,14 @@ def classify(paths: Paths, *, model: PathArg | SceneModel | None = None,
     be used; a file that cannot be read is a result with `error` set.
     """
     job, owned = _job(_path_list(paths), model, store, top_k, min_confidence, batch_size,
-                      threads, force, recursive, engine)
+                      threads, force, recursive, engine, unknown=unknown)
     return Results(job, owned)
 
 
 def watch(folders: Paths, *, settle: float = 2.0, model: PathArg | SceneModel | None = None,
           store: PathArg | Store | None = None, top_k: int = 1, min_confidence: float = 0.0,
           batch_size: int = 32, threads: int = 0, force: bool = False,
-          engine: Engine | None = None) -> Results:
+          engine: Engine | None = None, unknown: bool = True) -> Results:
     """Like `classify` on `folders` (recursively), then go on forever with each image that
     arrives or changes there, once it has stopped changing for `settle` seconds.
 
@@ -163,7 +168,7 @@ def watch(folders: Paths, *, settle: float = 2.0, model: PathArg | SceneModel | 
     watcher = Watcher(roots, settle=settle).__enter__()
     try:
         job, owned = _job(roots, model, store, top_k, min_confidence, batch_size, threads,
-                          force, True, engine, watcher.batches())
+                          force, True, engine, watcher.batches(), unknown=unknown)
     except BaseException:
         watcher.__exit__(None, None, None)
         raise

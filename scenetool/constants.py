@@ -3,7 +3,8 @@ just for a constant."""
 
 from __future__ import annotations
 
-UNKNOWN = "unknown"  # the label below --min-confidence
+UNKNOWN = "unknown"  # the label below --min-confidence or the scene-score threshold
+NOT_A_SCENE = "unknown: not a scene"  # how an unknown the scene score made is shown
 
 MODEL_ENV = "SCENETOOL_MODEL"  # a model to use instead of the shipped one
 STORE_ENV = "SCENETOOL_STORE"  # the results database

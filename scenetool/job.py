@@ -53,8 +53,10 @@ class Reuse:
     by this run's --min-confidence (the top label, or unknown below it) and shows this
     run's --top-k; the store keeps every label the earlier result had."""
 
-    def __init__(self, store: Store, run_id: int, settings: Settings, top_k: int):
+    def __init__(self, store: Store, run_id: int, settings: Settings, top_k: int,
+                 threshold: float | None = None):
         self.store, self.run_id, self.settings, self.top_k = store, run_id, settings, top_k
+        self.threshold = threshold  # the model's scene-score threshold, if it has one
         self.waiting: list[int] = []  # result ids not yet copied
         self.ready: list[Row] = []  # copied, not yet yielded
 
@@ -75,8 +77,11 @@ class Reuse:
 
     def _copy(self, row: Row) -> Row:
         top = row.top_k[0][0] if row.top_k else row.label or ""
-        label = final_label(top, row.confidence or 0.0, self.settings.min_confidence)
-        return dataclasses.replace(row, run_id=self.run_id, reused=True, label=label)
+        not_scene = (self.settings.unknown and self.threshold is not None
+                     and row.scene_score is not None and row.scene_score < self.threshold)
+        label = final_label(top, row.confidence or 0.0, self.settings.min_confidence, not_scene)
+        return dataclasses.replace(row, run_id=self.run_id, reused=True, label=label,
+                                   not_scene=not_scene)
 
     def take(self) -> list[Row]:
         rows, self.ready = self.ready, []
@@ -122,7 +127,8 @@ class ClassifyJob:
             self.store.finish_run(self.run_id)
 
     def _classify(self, items: Iterable[Item]) -> Iterator[Row]:
-        reuse = Reuse(self.store, self.run_id or 0, self.settings, self._top_k())
+        reuse = Reuse(self.store, self.run_id or 0, self.settings, self._top_k(),
+                      self.model.unknown_threshold)
         for batch in self.engine.batches(self._to_classify(items, reuse)):
             self._commit(batch)
             yield from self._counted(reuse.take())
@@ -144,11 +150,8 @@ class ClassifyJob:
         return max(1, min(self.settings.top_k, len(self.model.labels)))
 
     def _stored(self, item: Item) -> int | None:
-        """The id of a stored result this run may reuse for `item`, if any. A model with a
-        scene score classifies again: the store does not keep the score a copy would need
-        to be labelled by this run's settings."""
-        if (self.force or item.error is not None or self.store is None
-                or self.model.unknown_threshold is not None):
+        """The id of a stored result this run may reuse for `item`, if any."""
+        if self.force or item.error is not None or self.store is None:
             return None
         return self.store.find_done(self.model.sha256, item.path, item.size, item.mtime,
                                     self._top_k())
@@ -158,12 +161,14 @@ class ClassifyJob:
             return
         self.store.add_results(self.run_id or 0, [
             (r.item.path, r.item.size, r.item.mtime, r.label, r.confidence,
-             [list(t) for t in r.top_k] or None, r.error) for r in results])
+             [list(t) for t in r.top_k] or None, r.error, r.scene_score, r.not_scene)
+            for r in results])
 
     def _row(self, result: Result) -> Row:
         item = result.item
         return Row(self.run_id or 0, item.path, item.size, item.mtime, result.label,
-                   result.confidence, list(result.top_k), result.error, self.model.sha256)
+                   result.confidence, list(result.top_k), result.error, self.model.sha256,
+                   scene_score=result.scene_score, not_scene=result.not_scene)
 
     def _counted(self, rows: Iterable[Row]) -> Iterator[Row]:
         for row in rows:

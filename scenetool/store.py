@@ -49,6 +49,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX results_run ON results(run);
     CREATE INDEX results_path ON results(path);
     """,
+    # 1 -> 2: the model's scene score, and whether it made the label unknown (not a scene).
+    """
+    ALTER TABLE results ADD COLUMN scene_score REAL;
+    ALTER TABLE results ADD COLUMN not_scene INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -79,6 +84,8 @@ class Row:
     error: str | None
     model_sha256: str
     reused: bool = False
+    scene_score: float | None = None  # None: the model has no scene score
+    not_scene: bool = False  # labelled unknown because the score is below the threshold
 
 
 @dataclass(frozen=True)
@@ -181,17 +188,22 @@ class Store:
     # -- results --------------------------------------------------------------------------
 
     def add_results(self, run_id: int, results: Iterable[tuple], reused: bool = False) -> None:
-        """Commit one batch: tuples of (path, size, mtime, label, confidence, top_k, error);
-        `reused` marks results taken from earlier runs rather than classified."""
-        rows = [(run_id, p, s, m, lab, c, json.dumps(t) if t else None, e, int(reused))
-                for p, s, m, lab, c, t, e in results]
+        """Commit one batch: tuples of (path, size, mtime, label, confidence, top_k, error)
+        and optionally (..., scene_score, not_scene); `reused` marks results taken from
+        earlier runs rather than classified."""
+        rows = []
+        for p, s, m, lab, c, t, e, *scene in results:
+            score, not_scene = scene or (None, False)
+            rows.append((run_id, p, s, m, lab, c, json.dumps(t) if t else None, e, int(reused),
+                         score, int(bool(not_scene))))
         if not rows:
             return
         self._write("BEGIN IMMEDIATE")
         try:
             self.db.executemany(
                 "INSERT INTO results (run, path, size, mtime, label, confidence, top_k, error,"
-                " reused) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                " reused, scene_score, not_scene) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows)
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             self.db.execute("ROLLBACK")
@@ -202,7 +214,7 @@ class Store:
         reused; the rows come as the run should keep them (its label)."""
         self.add_results(run_id, [
             (r.path, r.size, r.mtime, r.label, r.confidence, [list(t) for t in r.top_k] or None,
-             r.error) for r in rows], reused=True)
+             r.error, r.scene_score, r.not_scene) for r in rows], reused=True)
 
     def find_done(self, model_sha256: str, path: str, size: int | None,
                   mtime: float | None, top_k: int = 1) -> int | None:
@@ -233,12 +245,14 @@ class Store:
 
     _SELECT = ("SELECT results.run, results.path, results.size, results.mtime, results.label,"
                " results.confidence, results.top_k, results.error, runs.model_sha256,"
-               " results.reused, results.id FROM results JOIN runs ON runs.id = results.run ")
+               " results.reused, results.scene_score, results.not_scene, results.id"
+               " FROM results JOIN runs ON runs.id = results.run ")
 
     @staticmethod
     def _row(r: tuple) -> Row:
         return Row(r[0], r[1], r[2], r[3], r[4], r[5],
-                   [tuple(x) for x in json.loads(r[6])] if r[6] else [], r[7], r[8], bool(r[9]))
+                   [tuple(x) for x in json.loads(r[6])] if r[6] else [], r[7], r[8], bool(r[9]),
+                   r[10], bool(r[11]))
 
     def rows(self, run_id: int | None = None) -> Iterator[Row]:
         """The results of one run, or with run_id None the latest result of every path."""

@@ -6,7 +6,10 @@ logits as a scene score: saturated red, green and blue photos score 15-17, grey 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +148,67 @@ def test_evaluate_is_forced_choice_and_reports_the_unknown_share(tmp_path, score
                                  "share": pytest.approx(1 / 7)}
     assert "called unknown (not a scene) at the model's threshold: 14.3% (1 of 7)" \
         in result.stdout
+
+
+# -- classify, sort and the store with a model that says "not a scene" ------------------------
+
+def _photos(root):
+    for name, colour in (("red.jpg", "red"), ("blue.jpg", "blue"), ("grey.jpg", "grey")):
+        make_image(root / name, colour)
+    return root
+
+
+def _labels(result) -> dict[str, str]:
+    return {Path(r["path"]).name: r["label"] for r in csv.DictReader(io.StringIO(result.stdout))}
+
+
+def test_classify_calls_photos_below_the_threshold_unknown(tmp_path, scored_model):
+    photos = _photos(tmp_path / "photos")
+    result = _invoke("classify", str(photos), "--model", str(scored_model), "--csv", "-")
+    assert result.exit_code == 0, result.output
+    assert _labels(result) == {"red.jpg": "red", "blue.jpg": "blue", "grey.jpg": "unknown"}
+    table = _invoke("classify", str(photos), "--model", str(scored_model), "--force")
+    line = next(x for x in table.stdout.splitlines() if "grey.jpg" in x)
+    assert "unknown" in line and "unknown: not a scene" in line
+    assert not any("not a scene" in x for x in table.stdout.splitlines() if "red.jpg" in x)
+    summary = next(x for x in table.stdout.splitlines() if x.strip().startswith("unknown"))
+    assert summary.split()[:2] == ["unknown", "1"]
+
+
+def test_no_unknown_forces_a_scene_label_and_min_confidence_still_applies(tmp_path,
+                                                                           scored_model):
+    photos = _photos(tmp_path / "photos")
+    forced = _invoke("classify", str(photos), "--model", str(scored_model), "--csv", "-",
+                     "--no-unknown")
+    assert _labels(forced) == {"red.jpg": "red", "blue.jpg": "blue", "grey.jpg": "green"}
+    strict = _invoke("classify", str(photos), "--model", str(scored_model), "--csv", "-",
+                     "--force", "--min-confidence", "1.0")
+    assert set(_labels(strict).values()) == {"unknown"}
+
+
+def test_a_stored_result_is_labelled_by_the_new_run_s_settings(tmp_path, scored_model):
+    """The store keeps the scene score, so a reused result follows --no-unknown."""
+    photos = _photos(tmp_path / "photos")
+    first = _invoke("classify", str(photos), "--model", str(scored_model), "--csv", "-")
+    assert _labels(first)["grey.jpg"] == "unknown"
+    again = _invoke("classify", str(photos), "--model", str(scored_model), "--json", "-",
+                    "--no-unknown")
+    rows = {Path(r["path"]).name: r for r in map(json.loads, again.stdout.splitlines())}
+    assert rows["grey.jpg"]["label"] == "green"
+    back = _invoke("classify", str(photos), "--model", str(scored_model), "--csv", "-")
+    assert _labels(back)["grey.jpg"] == "unknown"
+    for run in (again, back):
+        assert "0 classified, 3 already in the store" in run.stderr
+
+
+def test_sort_puts_what_is_not_a_scene_under_unknown(tmp_path, scored_model):
+    photos = _photos(tmp_path / "photos")
+    dest = tmp_path / "sorted"
+    result = _invoke("sort", str(photos), str(dest), "--model", str(scored_model))
+    assert result.exit_code == 0, result.output
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*.jpg")) == [
+        "blue/blue.jpg", "red/red.jpg", "unknown/grey.jpg"]
+    forced = tmp_path / "forced"
+    assert _invoke("sort", str(photos), str(forced), "--model", str(scored_model),
+                   "--no-unknown").exit_code == 0
+    assert (forced / "green" / "grey.jpg").is_file()

@@ -25,6 +25,7 @@ from scenetool.cli.options import (
     stderr,
     stdout,
     store_option,
+    unknown_option,
 )
 from scenetool.errors import UsageError
 from scenetool.paths import shown
@@ -58,6 +59,7 @@ from scenetool.paths import shown
                    "the run and shut down after it.")
 @click.option("--workers", type=click.IntRange(1, 100_000), default=None,
               help="Model replicas (--engine ray). Default: one per CPU of the cluster.")
+@unknown_option
 @pipeline_options
 @store_option
 @click.pass_context
@@ -65,7 +67,7 @@ def command(ctx: click.Context, paths: tuple[str, ...], recursive: bool, top_k: 
             min_confidence: float, csv_target: str | None, json_target: str | None,
             force: bool, quiet: bool, watch: bool, settle: float, tag: bool,
             sidecar_name: str, engine: str, address: str | None, workers: int | None,
-            batch_size: int, threads: int, model_path: str | None,
+            no_unknown: bool, batch_size: int, threads: int, model_path: str | None,
             store_path: str | None) -> None:
     """Label every image under PATH... (files or folders) and store the results.
 
@@ -94,7 +96,7 @@ def command(ctx: click.Context, paths: tuple[str, ...], recursive: bool, top_k: 
     to_stdout = "-" in (csv_target, json_target)
     options = {"model": model, "store": store, "top_k": top_k,
                "min_confidence": min_confidence, "batch_size": batch_size, "threads": threads,
-               "force": force}
+               "force": force, "unknown": not no_unknown}
     held = ExitStack()  # a Ray engine holds Ray until the run is over
     runner = held.enter_context(_engine(engine, model, address, workers, options))
     results = (api.watch(paths, settle=settle, **options) if watch else
@@ -190,7 +192,8 @@ def _engine(name: str, model, address: str | None, workers: int | None,
     from scenetool.engines.ray import ray_engine
 
     settings = Settings(batch_size=options["batch_size"], threads=options["threads"],
-                        top_k=options["top_k"], min_confidence=options["min_confidence"])
+                        top_k=options["top_k"], min_confidence=options["min_confidence"],
+                        unknown=options["unknown"])
     return ray_engine(model, settings, address, workers)
 
 

@@ -43,6 +43,15 @@ def sidecar_option(fn: Callable) -> Callable:
              "PHOTO.xmp (stem: Lightroom, Capture One).")(fn)
 
 
+def unknown_option(fn: Callable) -> Callable:
+    """--no-unknown: every photo gets one of the model's labels, scene or not."""
+    return click.option(
+        "--no-unknown", "no_unknown", is_flag=True,
+        help="Give every photo one of the model's labels, even those its scene score calls "
+             "not a scene (models without the score never say unknown but for "
+             "--min-confidence).")(fn)
+
+
 def export_options(what: str) -> Callable[[Callable], Callable]:
     """--csv and --json (FILE or - for stdout), worded for `what` the command writes."""
     def decorate(fn: Callable) -> Callable:

@@ -30,11 +30,12 @@ class LocalFolder(click.Path):
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, metavar="P",
               show_default=True, help="Below this confidence an image goes to DEST/unknown/.")
 @click.option("--dry-run", is_flag=True, help="Say what would be done; write no file.")
+@options.unknown_option
 @options.pipeline_options
 @options.store_option
 def command(src: str, dest: str, copy_: bool, move: bool, link: bool, min_confidence: float,
-            dry_run: bool, batch_size: int, threads: int, model_path: str | None,
-            store_path: str | None) -> None:
+            dry_run: bool, no_unknown: bool, batch_size: int, threads: int,
+            model_path: str | None, store_path: str | None) -> None:
     """Put each image under SRC into DEST/<label>/, classifying what the store lacks.
 
     Nothing is overwritten: a name already taken gets a suffix (name-1.jpg), unless it
@@ -62,8 +63,10 @@ def command(src: str, dest: str, copy_: bool, move: bool, link: bool, min_confid
     model = options.open_model(model_path)
     store = options.open_store(store_path)
     err = options.stderr()
-    settings = Settings(batch_size=batch_size, threads=threads, min_confidence=min_confidence)
+    settings = Settings(batch_size=batch_size, threads=threads, min_confidence=min_confidence,
+                        unknown=not no_unknown)
     arguments = {"command": "sort", "src": src, "dest": dest, "action": action.value,
+                 "unknown": not no_unknown,
                  "min_confidence": min_confidence, "dry_run": dry_run}
     job = ClassifyJob(model, store, roots, settings, arguments=arguments)
     sorter = Sorter(dest, action, dry_run)

@@ -74,6 +74,7 @@ class Classifier:
         size = len(batch["index"])
         inputs = np.empty((size, height, width, 3), np.float32)
         probs = np.full((size, len(meta.labels)), np.nan, np.float32)
+        scores = np.full(size, np.nan, np.float32)  # NaN: the model has no scene score
         errors = [""] * size  # a string column: Arrow would turn all-None into NaN
         decoded_rows: list[int] = []
         for row, (path, error) in enumerate(zip(batch["path"], batch["error"], strict=True)):
@@ -84,8 +85,12 @@ class Classifier:
                 common.to_input(decoded, meta, inputs[len(decoded_rows)])
                 decoded_rows.append(row)
         if decoded_rows:
-            probs[decoded_rows] = self.model.predict(inputs[: len(decoded_rows)])
-        return {"index": batch["index"], "probs": probs, "error": np.array(errors, object)}
+            found, found_scores = self.model.predict_scored(inputs[: len(decoded_rows)])
+            probs[decoded_rows] = found
+            if found_scores is not None:
+                scores[decoded_rows] = found_scores
+        return {"index": batch["index"], "probs": probs, "scores": scores,
+                "error": np.array(errors, object)}
 
 
 class RayEngine:
@@ -137,14 +142,16 @@ class RayEngine:
                                                "name": self.model.path.name},
             batch_size=batch_size, batch_format="numpy", num_cpus=1,
             compute=ray.data.ActorPoolStrategy(size=min(self._replicas, len(chunk))))
-        labels = self.model.labels
+        labels, threshold = self.model.labels, self.model.unknown_threshold
         for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             results = []
-            for index, probs, error in zip(out["index"], out["probs"], out["error"],
-                                           strict=True):
+            for index, probs, score, error in zip(out["index"], out["probs"], out["scores"],
+                                                  out["error"], strict=True):
                 item = chunk[int(index)]
                 results.append(Result(item, error=str(error)) if error else
-                               common.label(probs, labels, self.settings, item))
+                               common.label(probs, labels, self.settings, item,
+                                            None if np.isnan(score) else float(score),
+                                            threshold))
             yield results
 
 

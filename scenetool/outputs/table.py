@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from scenetool.constants import UNKNOWN
+from scenetool.constants import NOT_A_SCENE, UNKNOWN
 from scenetool.paths import shown
 
 if TYPE_CHECKING:  # annotations only: the tables load no numpy, onnxruntime or store
@@ -81,7 +81,7 @@ class ResultTable(ChunkedTable):
         table.add_column("path", width=self.path_width, overflow="fold")
         table.add_column("label", width=self.label_width, overflow="fold")
         table.add_column("confidence", width=self.conf_width, justify="right")
-        with_details = self.top_k > 1 or any(row.error for row in rows)
+        with_details = self.top_k > 1 or any(row.error or row.not_scene for row in rows)
         if with_details:
             table.add_column("runners-up" if self.top_k > 1 else "note",
                              width=self.details_width, overflow="fold")
@@ -91,6 +91,9 @@ class ResultTable(ChunkedTable):
             else:
                 label = Text(row.label or "", style="yellow" if row.label == UNKNOWN else "")
                 details = Text(", ".join(f"{lab} {p:.1%}" for lab, p in row.top_k[1:]))
+                if row.not_scene:
+                    details = Text("; ").join([Text(NOT_A_SCENE, style="yellow"), details]) \
+                        if details else Text(NOT_A_SCENE, style="yellow")
             cells = [shown(row.path), label, confidence_text(row.confidence)]
             table.add_row(*cells, *([details] if with_details else []))
 
