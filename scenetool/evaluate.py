@@ -23,7 +23,12 @@ def labelled_items(root: str, labels: Sequence[str],
     """(true label, item) for every image under root/<label>/; other subfolders are an error."""
     if not os.path.isdir(root):
         raise LayoutError(f"not a folder: {root}")
-    subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    try:
+        with os.scandir(root) as entries:
+            subdirs = sorted(e.name for e in entries
+                             if e.is_dir() and not e.name.startswith("."))
+    except OSError as exc:
+        raise LayoutError(f"cannot list {root}: {exc.strerror or exc}") from None
     unknown = [d for d in subdirs if d not in labels]
     if unknown:
         raise LayoutError(f"subfolder(s) of {root} match no label of the model: "

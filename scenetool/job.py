@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from scenetool.constants import RAW_HINT
@@ -135,6 +136,25 @@ class ClassifyJob:
             yield from self._counted(self._row(result) for result in batch)
         reuse.flush()
         yield from self._counted(reuse.take())
+
+    @contextmanager
+    def recording_end(self) -> Iterator[None]:
+        """Run the job inside this block: when the block fails (a full disk, an export
+        that cannot be written, Ctrl-C), the run is marked with why it stopped, so
+        `report` says so; everything committed before stays in the store."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.stop("interrupted by Ctrl-C")
+            raise
+        except BaseException as exc:
+            self.stop(str(exc) or type(exc).__name__)
+            raise
+
+    def stop(self, reason: str) -> None:
+        """Mark the run as stopped before finishing, with `reason` (best effort)."""
+        if self.store is not None and self.run_id is not None:
+            self.store.end_run(self.run_id, reason)
 
     def _to_classify(self, items: Iterable[Item], reuse: Reuse) -> Iterator[Item]:
         """The walked items the store cannot answer; the others go to `reuse`."""

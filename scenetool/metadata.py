@@ -57,6 +57,24 @@ class UnknownRule:
         return cls(output, float(threshold), details)
 
 
+# The largest input side a model may ask for: a batch buffer is allocated from it.
+MAX_SIDE = 4096
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return (_is_int(x) or isinstance(x, float)) and math.isfinite(x)  # type: ignore[arg-type]
+
+
+def _short(value: object) -> str:
+    """A metadata value in a message: as JSON, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 @dataclass(frozen=True)
 class ModelMeta:
     labels: tuple[str, ...]
@@ -100,26 +118,31 @@ class ModelMeta:
                 values[key] = text
         labels = values["labels"]
         if (not isinstance(labels, list) or not labels
-                or not all(isinstance(x, str) and x for x in labels)
+                or not all(isinstance(x, str) and x and x.isprintable() for x in labels)
                 or len(set(labels)) != len(labels)):
-            raise MetadataError("model metadata labels must be a list of distinct names")
+            raise MetadataError("model metadata labels must be a list of distinct names "
+                                "without control characters")
         size = values["image_size"]
-        if isinstance(size, int):
+        if _is_int(size):
             size = [size, size]
         if (not isinstance(size, list) or len(size) != 2
-                or not all(isinstance(x, int) and x > 0 for x in size)):
-            raise MetadataError(f"model metadata image_size must be [height, width], not {size}")
+                or not all(_is_int(x) and 0 < x <= MAX_SIDE for x in size)):
+            raise MetadataError("model metadata image_size must be [height, width] of at most "
+                                f"{MAX_SIDE} pixels, not {_short(size)}")
         order = values["channel_order"]
-        if order not in ("RGB", "BGR"):
-            raise MetadataError(f"model metadata channel_order must be RGB or BGR, not {order}")
+        if not isinstance(order, str) or order not in ("RGB", "BGR"):
+            raise MetadataError(f"model metadata channel_order must be RGB or BGR, "
+                                f"not {_short(order)}")
         vrange = values["value_range"]
-        if not isinstance(vrange, list) or len(vrange) != 2:
-            raise MetadataError(f"model metadata value_range must be [low, high], not {vrange}")
-        if values["resize"] not in RESIZE_METHODS:
+        if (not isinstance(vrange, list) or len(vrange) != 2
+                or not all(_is_number(x) for x in vrange) or not vrange[0] < vrange[1]):
+            raise MetadataError("model metadata value_range must be [low, high] (two numbers), "
+                                f"not {_short(vrange)}")
+        if not isinstance(values["resize"], str) or values["resize"] not in RESIZE_METHODS:
             raise MetadataError(f"model metadata resize must be one of {', '.join(RESIZE_METHODS)}")
-        if values["layout"] not in ("NHWC", "NCHW"):
+        if not isinstance(values["layout"], str) or values["layout"] not in ("NHWC", "NCHW"):
             raise MetadataError(
-                f"model metadata layout must be NHWC or NCHW, not {values['layout']}")
+                f"model metadata layout must be NHWC or NCHW, not {_short(values['layout'])}")
         unknown = (UnknownRule.from_json(values[UNKNOWN_KEY]) if UNKNOWN_KEY in values
                    else None)
         extra = {k: v for k, v in values.items() if k not in (*REQUIRED, UNKNOWN_KEY)}

@@ -18,6 +18,7 @@ import numpy as np
 
 from scenetool.constants import MODEL_ENV, MODEL_FILE
 from scenetool.errors import MetadataError, ModelError
+from scenetool.fsutil import NotAFileError, open_regular
 from scenetool.metadata import PROBS_OUTPUT, ModelMeta
 
 # Providers in order of preference; only those this onnxruntime build has are used.
@@ -124,6 +125,31 @@ class ModelInfo:
         }
 
 
+# protobuf cannot hold an ONNX file over 2 GiB (larger models keep their weights outside);
+# reading is capped there, so /dev/zero or a huge file is refused, not read into memory.
+MAX_MODEL_BYTES = 2**31
+
+
+def read_model(path: Path) -> bytes:
+    """The bytes of a model file: a regular file of at most MAX_MODEL_BYTES, else ModelError
+    (a FIFO or a device is never opened for a blocking read)."""
+    try:
+        with open_regular(path, MAX_MODEL_BYTES) as f:
+            first = f.read(1)
+            if first in (b"", b"\0"):  # no protobuf message starts with a zero byte
+                raise ModelError(f"not a usable ONNX model: {path} ("
+                                 f"{'empty' if not first else 'it starts with a zero byte'})")
+            return first + f.read(MAX_MODEL_BYTES)
+    except FileNotFoundError:
+        raise ModelError(f"model file not found: {path}") from None
+    except NotAFileError as exc:
+        if exc.strerror.startswith("a folder"):
+            raise ModelError(f"model path is a folder, not an ONNX file: {path}") from None
+        raise ModelError(f"model {path} is {exc.strerror}") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model {path}: {exc.strerror or exc}") from None
+
+
 class SceneModel:
     """An opened scenetool ONNX model: `load` decodes an image file as the model wants it,
     `predict` turns a batch of such images into probabilities, one column per label, and
@@ -137,7 +163,7 @@ class SceneModel:
     def __init__(self, path: str | os.PathLike, threads: int | None = None,
                  data: bytes | None = None):
         self.path = Path(path)
-        self._bytes = self._read() if data is None else data
+        self._bytes = read_model(self.path) if data is None else data
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -181,16 +207,6 @@ class SceneModel:
             raise ModelError(f"{self.path}: the metadata's unknown rule reads the output "
                              f"{rule.output!r}, which the graph lacks")
         self.score_name = rule.output if rule is not None else None
-
-    def _read(self) -> bytes:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            raise ModelError(f"model file not found: {self.path}") from None
-        except IsADirectoryError:
-            raise ModelError(f"model path is a folder, not an ONNX file: {self.path}") from None
-        except OSError as exc:
-            raise ModelError(f"cannot read model {self.path}: {exc.strerror}") from None
 
     @property
     def labels(self) -> tuple[str, ...]:

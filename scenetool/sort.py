@@ -12,13 +12,21 @@ from __future__ import annotations
 import enum
 import os
 import shutil
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from scenetool.constants import UNKNOWN
 from scenetool.errors import SortError
-from scenetool.fsutil import fsync_dir, fsync_file, temp_beside
+from scenetool.fsutil import (
+    fsync_dir,
+    fsync_file,
+    open_regular,
+    remove_leftovers,
+    temp_beside,
+    unlink,
+)
 from scenetool.store import Row
 
 CHUNK = 1 << 20
@@ -50,6 +58,7 @@ class SortTally:
     already: Counter = field(default_factory=Counter)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     inside_dest: int = 0
+    outside_src: list[str] = field(default_factory=list)  # --move: copied, not moved
 
     def add(self, placement: Placement) -> None:
         if placement.outcome == "done":
@@ -161,14 +170,35 @@ def _claim(temp: str, target: str) -> None:
 class Sorter:
     """Places images in DEST/<label>/ one at a time (`place`), keeping a tally."""
 
-    def __init__(self, dest: str, action: Action = Action.COPY, dry_run: bool = False):
+    def __init__(self, dest: str, action: Action = Action.COPY, dry_run: bool = False,
+                 src: str | None = None):
         self.dest = os.path.abspath(dest)
         self.real_dest = os.path.realpath(dest)
+        self.real_src = os.path.realpath(src) if src else None
         self.action, self.dry_run = action, dry_run
         self.tally = SortTally()
         # A dry run writes nothing, so it remembers the names it has given out (and to
         # which source) to count what the real sort would do with the next photo.
         self._planned: dict[str, str] = {}
+
+    def clean_leftovers(self) -> list[str]:
+        """Remove the partial copies an interrupted sort left in DEST and its label
+        folders (not those of a sort still running); returns their paths."""
+        if self.dry_run or not os.path.isdir(self.dest):
+            return []
+        removed = remove_leftovers(self.dest)
+        with os.scandir(self.dest) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    removed += remove_leftovers(entry.path)
+        return removed
+
+    def _outside_src(self, source: str) -> bool:
+        """Whether `source` really lives outside SRC (reached through a symlinked folder):
+        --move copies such a file, never taking it from where it lives."""
+        if self.real_src is None:
+            return False
+        return not _is_within(os.path.realpath(os.path.dirname(source)), self.real_src)
 
     def place_all(self, rows: Iterable[Row]) -> SortTally:
         for row in rows:
@@ -229,6 +259,10 @@ class Sorter:
 
     def _place(self, source: str, label: str) -> Placement:
         folder = os.path.join(self.dest, folder_name(label))
+        move = self.action is Action.MOVE
+        if move and self._outside_src(source):
+            move = False
+            self.tally.outside_src.append(source)
         target, already, n = self._free_name(source, folder)
         if not already and self.dry_run:
             self._planned[target] = source
@@ -238,16 +272,16 @@ class Sorter:
                 target, already = self._link(source, folder, target, n)
             else:
                 moved = None
-                if self.action is Action.MOVE and not os.path.islink(source):
+                if move and not os.path.islink(source):
                     moved = self._hard_link(source, folder, target, n)
                 if moved is None:
                     target, already = self._copy(source, folder, target, n)
                 else:
                     target, already = moved
-        if self.action is Action.MOVE and not self.dry_run:
+        if move and not self.dry_run:
             # Done, or an identical copy was there already (say, from a move interrupted
             # after its copy): either way the photo is safe in DEST.
-            os.unlink(source)
+            unlink(source)
         return Placement(source, label, "already there" if already else "done")
 
     def _make_at_free_name(self, make: Callable[[str], None], source: str, folder: str,
@@ -284,8 +318,8 @@ class Sorter:
         (or the next free name)."""
         temp = str(temp_beside(os.path.join(folder, os.path.basename(source))))
         try:
-            shutil.copy2(source, temp)
-            if os.path.getsize(temp) != os.path.getsize(source):
+            size = _copy_file(source, temp)
+            if os.path.getsize(temp) != size:
                 raise OSError(f"copy has the wrong size: {temp}")
             fsync_file(temp)
             target, already = self._make_at_free_name(lambda t: _claim(temp, t), source,
@@ -296,6 +330,17 @@ class Sorter:
         finally:
             if os.path.lexists(temp):
                 os.unlink(temp)
+
+
+def _copy_file(source: str, target: str) -> int:
+    """Copy bytes, permission bits and times (as shutil.copy2 does) from a regular file,
+    whose path may be longer than PATH_MAX; returns the size copied."""
+    with open_regular(source) as src, open(target, "xb") as dst:
+        shutil.copyfileobj(src, dst, CHUNK)
+        st = os.fstat(src.fileno())
+    os.chmod(target, stat.S_IMODE(st.st_mode))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return st.st_size
 
 
 def sort_table(tally: SortTally, action: Action, dry_run: bool):

@@ -214,16 +214,14 @@ def test_unreadable_file(tmp_path):
 def test_unreadable_file_reason_without_root(tmp_path, monkeypatch):
     """Root can read anything, so simulate the OS refusing the open."""
     path = make_image(tmp_path / "locked.jpg", "red")
-    import builtins
-
-    real_open = builtins.open
+    real_open = os.open
 
     def refusing_open(file, *args, **kwargs):
-        if str(file) == str(path):
-            raise PermissionError(13, "Permission denied", str(file))
+        if os.fsdecode(file) == str(path):
+            raise PermissionError(13, "Permission denied", os.fsdecode(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "open", refusing_open)
+    monkeypatch.setattr(os, "open", refusing_open)
     result = invoke("classify", str(path), "--csv", "-")
     assert result.exit_code == 1
     assert csv_rows(result.stdout)[0]["error"] == "permission denied"

@@ -13,7 +13,9 @@ from rich.console import Console
 
 from scenetool.cli import Command
 from scenetool.cli.options import (
+    Probability,
     check_paths,
+    close_exports,
     export_options,
     open_exports,
     open_model,
@@ -37,7 +39,7 @@ from scenetool.paths import shown
               help="Walk into subfolders.")
 @click.option("--top-k", type=click.IntRange(1, 100), default=1, show_default=True,
               help="Also show the runners-up.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, metavar="P",
+@click.option("--min-confidence", type=Probability(), default=0.0, metavar="P",
               show_default=True, help="Below this confidence the label is 'unknown'.")
 @export_options("Also write the results")
 @click.option("--force", is_flag=True, help="Classify again what the store already has.")
@@ -110,22 +112,23 @@ def command(ctx: click.Context, paths: tuple[str, ...], recursive: bool, top_k: 
         table_console = progress.console if progress and out.is_terminal else out
         table = None if (quiet or to_stdout) else _result_table(table_console, model, top_k)
         try:
-            for row in results:
-                if table:
-                    table.add(row)
-                for exporter in exporters:
-                    exporter.write(row)
-                if tagger:
-                    _tag(tagger, row, err)
-                if progress:
-                    progress.advance(results.tally)
-                if watch:  # rows as they come, not a chunk at a time
+            with results.job.recording_end(), close_exports(exporters):
+                for row in results:
                     if table:
-                        table.flush()
+                        table.add(row)
                     for exporter in exporters:
-                        exporter.flush()
-            if table:
-                table.flush()
+                        exporter.write(row)
+                    if tagger:
+                        _tag(tagger, row, err)
+                    if progress:
+                        progress.advance(results.tally)
+                    if watch:  # rows as they come, not a chunk at a time
+                        if table:
+                            table.flush()
+                        for exporter in exporters:
+                            exporter.flush()
+                if table:
+                    table.flush()
         except KeyboardInterrupt:
             if progress:
                 progress.stop()
@@ -145,11 +148,8 @@ def command(ctx: click.Context, paths: tuple[str, ...], recursive: bool, top_k: 
             _finish(results, model, paths, store, started, to_stdout, out, err, tagger)
             say(err, f"Error: {exc}", "red")
             sys.exit(1)
-        finally:
-            for exporter in exporters:
-                exporter.close()
     _finish(results, model, paths, store, started, to_stdout, out, err, tagger)
-    if results.tally.failed or (tagger and tagger.tally.failed):
+    if results.tally.failed or results.tally.walk.errors or (tagger and tagger.tally.failed):
         sys.exit(1)
 
 
@@ -275,6 +275,8 @@ def _print_summary(job, labels, paths, store_path, seconds: float, tables: Conso
 
     tally = job.tally
     emit(tables, tally_table(tally, labels))
+    for problem in tally.walk.errors:
+        say(err, f"could not read {problem}", "red")
     if tally.total == 0:
         say(err, "no images found in " + ", ".join(paths), "yellow")
     summary = (
@@ -300,5 +302,8 @@ def _walk_notes(walked) -> list[str]:
         notes.append(f"{walked.skipped} non-image file(s) skipped")
     if walked.cycles:
         notes.append(f"{walked.cycles} symlinked folder(s) already walked")
-    notes += [f"could not list {problem}" for problem in walked.errors]
+    if walked.duplicates:
+        notes.append(f"{walked.duplicates} file(s) named more than once (classified once)")
+    if walked.errors:
+        notes.append(f"{len(walked.errors)} folder(s) or file(s) could not be read")
     return notes

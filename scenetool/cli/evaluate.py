@@ -39,14 +39,16 @@ def command(folder: str, split_file: str | None, json_target: str | None,
         scenetool evaluate ./seg_train --split exported/val_split.txt
     """
     from scenetool.evaluate import confusion_png, evaluate, labelled_items, listed_items
+    from scenetool.inputs.walk import WalkStats
     from scenetool.outputs.table import emit, scores_tables
 
     if png_target and importlib.util.find_spec("matplotlib") is None:
         raise click.BadParameter("needs matplotlib: pip install 'scenetool[plot]'",
                                  param_hint="--png")
     model = open_model(model_path)
+    walked = WalkStats()
     labelled = (listed_items(folder, split_file, model.labels) if split_file
-                else labelled_items(folder, model.labels))
+                else labelled_items(folder, model.labels, walked))
     result = evaluate(model, labelled, batch_size, threads)
     to_stdout = json_target == "-"
     console = stderr() if to_stdout else stdout()
@@ -58,11 +60,13 @@ def command(folder: str, split_file: str | None, json_target: str | None,
                      f"{result.scores.n}); accuracy above counts every image's top label")
     for path, reason in result.failed:
         say(stderr(), f"failed: {shown(path)}: {reason}", "red")
+    for problem in walked.errors:
+        say(stderr(), f"could not read {problem}", "red")
     if json_target:
         _write_json(result.as_dict(), json_target)
     if png_target:
         confusion_png(result.scores, png_target, title=f"{model.path.name} on {folder}")
-    if result.failed:
+    if result.failed or walked.errors:
         sys.exit(1)
 
 

@@ -27,11 +27,12 @@ def command(as_json: bool, model_path: str | None) -> None:
         return
     from rich.table import Table
 
-    from scenetool.outputs.table import emit
+    from scenetool.outputs.table import emit, plain
 
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    for key, value in details.items():
-        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    for key, value in details.items():  # metadata is the model's text: shown literally
+        table.add_row(plain(key), plain(value if isinstance(value, str) else
+                                        json.dumps(value, ensure_ascii=False)))
     emit(stdout(), table)

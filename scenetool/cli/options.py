@@ -3,15 +3,36 @@ and the export files."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import click
 from rich.console import Console
 
 from scenetool.constants import MODEL_ENV, STORE_ENV
-from scenetool.errors import OutputError, UsageError
+from scenetool.errors import OutputError, ScenetoolError, UsageError
+
+
+class Probability(click.FloatRange):
+    """A number from 0 to 1; NaN (which compares false with both ends) is refused."""
+
+    name = "probability"
+
+    def __init__(self) -> None:
+        super().__init__(0.0, 1.0)
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number from 0 to 1.", param, ctx)
+        return number
+
+
+# Run ids are SQLite integers: anything beyond 64 bits cannot name a run.
+RUN_ID = click.IntRange(1, 2**63 - 1)
 
 
 def model_option(fn: Callable) -> Callable:
@@ -62,22 +83,32 @@ def export_options(what: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
+class _Console(Console):
+    """rich's Console, except that a closed pipe is our one-line error (exit 2), not
+    rich's silent exit 1."""
+
+    def on_broken_pipe(self) -> None:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, (sys.stderr if self.stderr else sys.stdout).fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+        raise OutputError(f"cannot write to {'stderr' if self.stderr else 'stdout'}: "
+                          "broken pipe")
+
+
 def stdout() -> Console:
     # Piped or redirected output is read later, not on an 80-column terminal: do not fold
     # paths to fit one.
-    console = Console(file=sys.stdout)
+    console = _Console(file=sys.stdout)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 160
     return console
 
 
 def stderr() -> Console:
-    return Console(file=sys.stderr, stderr=True)
-
-
-def say(console: Console, text: str, style: str | None = None) -> None:
-    """One message line: never wrapped mid-sentence, never read as markup."""
-    console.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
+    return _Console(file=sys.stderr, stderr=True)
 
 
 def check_paths(paths: tuple[str, ...]) -> None:
@@ -97,10 +128,39 @@ def open_model(model_path: str | None):
     return _open(model_path)
 
 
-def open_store(store_path: str | None):
+def open_store(store_path: str | None, readonly: bool = False):
+    """The store; `readonly` for commands that only read it (a read-only folder is fine)."""
     from scenetool.store import Store
 
-    return Store(store_path)
+    return Store(store_path, readonly=readonly)
+
+
+def say(console: Console, text: str, style: str | None = None) -> None:
+    """One message line: never wrapped mid-sentence, never read as markup, control
+    characters (from file names) escaped."""
+    from rich.text import Text
+
+    from scenetool.paths import escape
+
+    console.print(Text(escape(text), style=style or ""), soft_wrap=True)
+
+
+@contextmanager
+def close_exports(exporters: list) -> Iterator[None]:
+    """Close the exporters after the block. When the block failed, closing is quiet (its
+    error is the one reported); otherwise a failed close (the last rows reaching a full
+    disk) is the error."""
+    try:
+        yield
+    except BaseException:
+        for exporter in exporters:
+            try:
+                exporter.close()
+            except ScenetoolError:
+                pass
+        raise
+    for exporter in exporters:
+        exporter.close()
 
 
 def open_exports(csv_target: str | None, json_target: str | None) -> list:
@@ -109,13 +169,15 @@ def open_exports(csv_target: str | None, json_target: str | None) -> list:
 
     if csv_target == "-" and json_target == "-":
         raise UsageError("only one of --csv and --json can write to stdout (-)")
-    exporters = []
-    for target, fmt in ((csv_target, "csv"), (json_target, "json")):
-        if target:
-            try:
+    exporters: list = []
+    try:
+        for target, fmt in ((csv_target, "csv"), (json_target, "json")):
+            if target:
                 exporters.append(Exporter(target, fmt))
-            except OSError as exc:
-                raise OutputError.writing(target, exc) from None
+    except ScenetoolError:
+        for exporter in exporters:
+            exporter.close()
+        raise
     return exporters
 
 

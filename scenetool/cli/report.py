@@ -6,6 +6,9 @@ import click
 
 from scenetool.cli import Command
 from scenetool.cli.options import (
+    RUN_ID,
+    Probability,
+    close_exports,
     export_options,
     open_exports,
     open_store,
@@ -17,17 +20,26 @@ from scenetool.cli.options import (
 from scenetool.errors import OutputError, StoreError, UsageError
 
 
+def _a_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value == "":
+        raise click.BadParameter("name a file, such as sheet.html", ctx, param)
+    if value == "-":
+        raise click.BadParameter("the contact sheet is a file (its thumbnails are read "
+                                 "back); name one, such as sheet.html", ctx, param)
+    return value
+
+
 @click.command("report", cls=Command)
-@click.option("--run", "run_id", type=int, default=None, help="Run id. Default: the latest.")
+@click.option("--run", "run_id", type=RUN_ID, default=None, help="Run id. Default: the latest.")
 @click.option("--all", "all_runs", is_flag=True,
               help="Every image in the store (its latest result), not one run.")
 @export_options("Write one row per image")
-@click.option("--html", "html_target", metavar="FILE",
+@click.option("--html", "html_target", metavar="FILE", callback=_a_file,
               help="Write a self-contained HTML contact sheet.")
 @click.option("--html-limit", type=click.IntRange(1), default=2000, show_default=True,
               help="Most thumbnails in each section of the contact sheet (each class, and "
                    "the low-confidence one).")
-@click.option("--low", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--low", type=Probability(), default=0.5, show_default=True,
               help="Confidence below which an image is listed as doubtful.")
 @store_option
 def command(run_id: int | None, all_runs: bool, csv_target: str | None,
@@ -47,19 +59,16 @@ def command(run_id: int | None, all_runs: bool, csv_target: str | None,
 
     if run_id is not None and all_runs:
         raise UsageError("--run and --all exclude each other")
-    store = open_store(store_path)
+    store = open_store(store_path, readonly=True)
     run = None if all_runs else _the_run(store, run_id)
     exporters = open_exports(csv_target, json_target)
     to_stdout = "-" in (csv_target, json_target)
     summary = Summary(low_threshold=low)
-    try:
+    with close_exports(exporters):
         for row in store.rows(run.id if run else None):
             summary.add(row)
             for exporter in exporters:
                 exporter.write(row)
-    finally:
-        for exporter in exporters:
-            exporter.close()
     console = stderr() if to_stdout else stdout()
     say(console, run_header(run, str(store.path), summary.total))
     for table in summary_tables(summary):

@@ -27,7 +27,7 @@ class LocalFolder(click.Path):
 @click.option("--copy", "copy_", is_flag=True, help="Copy the images (the default).")
 @click.option("--move", is_flag=True, help="Move the images (safe across filesystems).")
 @click.option("--link", is_flag=True, help="Make symbolic links to the images.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, metavar="P",
+@click.option("--min-confidence", type=options.Probability(), default=0.0, metavar="P",
               show_default=True, help="Below this confidence an image goes to DEST/unknown/.")
 @click.option("--dry-run", is_flag=True, help="Say what would be done; write no file.")
 @options.unknown_option
@@ -69,9 +69,13 @@ def command(src: str, dest: str, copy_: bool, move: bool, link: bool, min_confid
                  "unknown": not no_unknown,
                  "min_confidence": min_confidence, "dry_run": dry_run}
     job = ClassifyJob(model, store, roots, settings, arguments=arguments)
-    sorter = Sorter(dest, action, dry_run)
+    sorter = Sorter(dest, action, dry_run, src=src)
+    for leftover in sorter.clean_leftovers():
+        options.say(err, f"removed {shown(leftover)}: a partial copy left by an interrupted "
+                    "sort", "yellow")
     try:
-        with err.status("classifying", spinner="line") if err.is_terminal else nullcontext():
+        status = err.status("classifying", spinner="line") if err.is_terminal else nullcontext()
+        with status, job.recording_end():
             rows = list(job)
         tally = sorter.place_all(rows)
     except KeyboardInterrupt:
@@ -81,14 +85,20 @@ def command(src: str, dest: str, copy_: bool, move: bool, link: bool, min_confid
     emit(options.stdout(), sort_table(tally, action, dry_run))
     for path, reason in tally.failed:
         options.say(err, f"failed: {shown(path)}: {reason}", "red")
+    for path in tally.outside_src:
+        options.say(err, f"{'would copy' if dry_run else 'copied'}, not moved: {shown(path)} "
+                    "lies outside SRC (reached through a symbolic link), so it stays where it is")
+    for problem in job.tally.walk.errors:
+        options.say(err, f"could not read {problem}", "red")
     done = sum(tally.done.values())
     verb = f"would be {action.done}" if dry_run else action.done
     summary = (
         f"{tally.total} image(s): {done} {verb}, {sum(tally.already.values())} already there, "
         f"{len(tally.failed)} failed (left in place)"
         + (f", {tally.inside_dest} already inside DEST" if tally.inside_dest else "")
+        + (f", {len(tally.outside_src)} outside SRC copied" if tally.outside_src else "")
         + f". Run {job.run_id} in {store.path}: {job.tally.classified} classified, "
         f"{job.tally.reused} from the store.")
     options.say(err, summary)
-    if tally.failed:
+    if tally.failed or job.tally.walk.errors:
         sys.exit(1)

@@ -11,11 +11,18 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from scenetool.errors import DecodeError
+from scenetool.fsutil import NotAFileError, open_regular
 from scenetool.inputs.formats import (
     PREFIX,
     claimed_format,
@@ -25,7 +32,7 @@ from scenetool.inputs.formats import (
     not_decoded,
     register_plugins,
 )
-from scenetool.paths import is_url
+from scenetool.paths import escape, is_url, shown
 
 __all__ = ["MAX_PIXELS", "DecodeError", "is_candidate", "load_image", "open_rgb"]
 
@@ -62,21 +69,25 @@ def _bomb(pixels: str, limit: int) -> str:
     return f"image too large ({pixels} pixels; over {limit:,}): possible decompression bomb"
 
 
-def _source(path: str | os.PathLike) -> str | os.PathLike | io.BytesIO:
-    """What Pillow opens: the file, or an object's bytes fetched from object storage
+@contextmanager
+def _opened(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """What Pillow reads: the regular file (never a FIFO or a device, see
+    `fsutil.open_regular`), or an object's bytes fetched from object storage
     (`scenetool.inputs.objects`)."""
-    if not is_url(path):
-        if os.path.getsize(path) == 0:
-            raise DecodeError("empty file (0 bytes)")
-        return path
-    if is_raw(path):
-        raise DecodeError("camera RAW is read from folders, not from object storage")
-    from scenetool.inputs.objects import read
+    if is_url(path):
+        if is_raw(path):
+            raise DecodeError("camera RAW is read from folders, not from object storage")
+        from scenetool.inputs.objects import read
 
-    data = read(str(path))
-    if not data:
-        raise DecodeError("empty file (0 bytes)")
-    return io.BytesIO(data)
+        data = read(str(path))
+        if not data:
+            raise DecodeError("empty file (0 bytes)")
+        yield io.BytesIO(data)
+        return
+    with open_regular(path) as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise DecodeError("empty file (0 bytes)")
+        yield f
 
 
 def open_rgb(path: str | os.PathLike, at_least: tuple[int, int],
@@ -91,15 +102,33 @@ def open_rgb(path: str | os.PathLike, at_least: tuple[int, int],
     RAW goes to `scenetool.inputs.raw` (its embedded preview, or LibRaw's half-size decode).
     The classifier, the contact sheet's thumbnails, sort, evaluate, the engines and the
     training loader all decode through here.
+
+    A FIFO, a device or a folder is refused by what it is, never opened for a read that
+    would wait or never end; the file is opened by descriptor, so a path longer than
+    PATH_MAX is read like any other. A decoder's warning names the file (stderr).
     """
     try:
-        source = _source(path)
-        if is_raw(path):
-            from scenetool.inputs.raw import open_raw
+        with _opened(path) as f, _warnings_named(path):
+            if is_raw(path):
+                from scenetool.inputs.raw import open_raw
 
-            return open_raw(path, at_least)
+                return open_raw(path, at_least)
+            return _decode_open(f, at_least, max_pixels)
+    except DecodeError:
+        raise
+    except NotAFileError as exc:
+        raise DecodeError(exc.strerror) from None
+    except DecodeError.UNREADABLE as exc:
+        raise DecodeError.unreadable(exc) from None
+    except OSError as exc:
+        raise DecodeError(f"cannot read: {exc.strerror or exc}") from None
+
+
+def _decode_open(f: IO[bytes], at_least: tuple[int, int], max_pixels: int) -> Image.Image:
+    """open_rgb's decoding of an opened file."""
+    try:
         register_plugins()
-        with Image.open(source) as opened:
+        with Image.open(f) as opened:
             why = not_decoded(opened.format)
             if why:
                 raise DecodeError(f"unsupported format: {format_name(opened.format)}, {why}")
@@ -122,16 +151,16 @@ def open_rgb(path: str | os.PathLike, at_least: tuple[int, int],
         pixels = f"{int(found.group(1)):,}" if found else "too many"
         raise DecodeError(_bomb(pixels, max_pixels)) from None
     except UnidentifiedImageError:
-        raise DecodeError(_unidentified(path)) from None
+        raise DecodeError(_unidentified(f)) from None
     except Exception as exc:  # noqa: BLE001 - a malformed file can make a decoder raise anything
         raise DecodeError(_reason(exc)) from None
 
 
-def _unidentified(path: str | os.PathLike) -> str:
+def _unidentified(f: IO[bytes]) -> str:
     """Why Pillow could not open a file: a known format's signature means a damaged file."""
     try:
-        with open(path, "rb") as f:
-            fmt = claimed_format(f.read(PREFIX))
+        f.seek(0)
+        fmt = claimed_format(f.read(PREFIX))
     except OSError:
         fmt = None
     if fmt is None:
@@ -157,6 +186,42 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, (OSError, SyntaxError, ValueError)):
         return f"corrupt image: {line or type(exc).__name__}"[:200]
     return f"corrupt image ({type(exc).__name__}{': ' if line else ''}{line})"[:200]
+
+
+_decoding = threading.local()  # the file this thread decodes, for its warnings
+_hook_lock = threading.Lock()
+_hooked = False
+
+
+@contextmanager
+def _warnings_named(path: str | os.PathLike) -> Iterator[None]:
+    """While decoding `path`, a warning (Pillow's 'Corrupt EXIF data', ...) is one line
+    on stderr that names the file, for every file, instead of Python's warning with
+    Pillow's source line, once."""
+    _hook_warnings()
+    _decoding.path = os.fsdecode(path)
+    try:
+        yield
+    finally:
+        _decoding.path = None
+
+
+def _hook_warnings() -> None:
+    global _hooked
+    with _hook_lock:
+        if _hooked:
+            return
+        _hooked = True
+        warnings.filterwarnings("always", category=UserWarning, module="PIL")
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            path = getattr(_decoding, "path", None)
+            if path is None or sys.stderr is None:
+                return previous(message, category, filename, lineno, file, line)
+            sys.stderr.write(f"warning: {shown(path)}: {escape(' '.join(str(message).split()))}\n")
+
+        warnings.showwarning = show
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int], resize: str = "bilinear",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from scenetool.fsutil import describe_mode, open_fd
 from scenetool.inputs.formats import candidate_extensions, is_candidate
 from scenetool.paths import is_url, shown, store_key
 
@@ -25,21 +27,41 @@ class WalkStats:
     candidates: int = 0
     skipped: int = 0  # files that are not images (by extension or content)
     cycles: int = 0  # symlinked folders already walked
-    errors: list[str] = field(default_factory=list)
+    duplicates: int = 0  # paths reached a second time (named twice)
+    errors: list[str] = field(default_factory=list)  # "path: reason" for what cannot be read
 
 
-def _item(path: str) -> Item:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
+def _not_a_file(path: str, mode: int, via_link: bool) -> Item:
+    """An item for something named like an image that is not a file: a FIFO, a device."""
+    what = describe_mode(mode)
+    return Item(path, error=f"{'symbolic link to ' if via_link else ''}{what}, not a file")
+
+
+def _missing(path: str, exc: OSError) -> Item:
+    """An item for a path that cannot be stated, with the reason."""
+    if isinstance(exc, FileNotFoundError):
         if os.path.islink(path):
             return Item(path, error="broken symbolic link")
         return Item(path, error="no such file or directory")
-    except PermissionError:
+    if isinstance(exc, PermissionError):
         return Item(path, error="permission denied")
-    except OSError as exc:
-        return Item(path, error=exc.strerror or str(exc))
-    return Item(path, st.st_size, st.st_mtime)
+    return Item(path, error=exc.strerror or str(exc))
+
+
+class _Once:
+    """Paths already yielded: a file named twice (`a.jpg a.jpg`, or a file and its folder)
+    is classified once. A link is a name of its own, as it is in the store and for sort."""
+
+    def __init__(self, stats: WalkStats):
+        self.seen: set[str] = set()
+        self.stats = stats
+
+    def first(self, path: str) -> bool:
+        if path in self.seen:
+            self.stats.duplicates += 1
+            return False
+        self.seen.add(path)
+        return True
 
 
 def walk(paths: Iterable[str], recursive: bool = True,
@@ -47,13 +69,17 @@ def walk(paths: Iterable[str], recursive: bool = True,
     """Yield the candidate images under `paths`, files and folders, in a stable order.
 
     Folders are walked depth first in name order, following symlinks but never into a
-    folder already walked (by device and inode), so symlink cycles end. Files that are not
-    images are counted in `stats.skipped`. A path argument that does not exist, and a
-    dangling symlink with an image's name, are yielded as items with an error.
+    folder already walked (by device and inode), so symlink cycles end; a path reached
+    twice (named twice, or a file and its folder) is yielded once. Files that are not
+    images are counted in `stats.skipped`. A path argument that does not exist or is not a
+    file, and a dangling symlink, FIFO or device with an image's name, are yielded as items
+    with an error. A folder or entry that cannot be listed or stated is in `stats.errors`
+    with its reason. Folders are opened by descriptor, so paths longer than PATH_MAX work.
     `s3://` URLs are listed in object storage (`scenetool.inputs.objects`).
     """
     stats = stats if stats is not None else WalkStats()
     seen_dirs: set[tuple[int, int]] = set()
+    once = _Once(stats)
     for arg in paths:
         if is_url(arg):
             from scenetool.inputs.objects import walk_url
@@ -61,59 +87,80 @@ def walk(paths: Iterable[str], recursive: bool = True,
             yield from walk_url(arg, recursive, stats)
             continue
         absolute = store_key(arg)
-        if os.path.isdir(absolute):
-            yield from _walk_dir(absolute, recursive, seen_dirs, stats)
-        elif os.path.isfile(absolute):
-            if is_candidate(absolute):
-                stats.candidates += 1
-                yield _item(absolute)
-            else:
-                stats.skipped += 1
-        else:
+        try:
+            st = os.stat(absolute)
+        except OSError as exc:
             stats.candidates += 1
-            yield _item(absolute)
+            yield _missing(absolute, exc)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk_dir(absolute, recursive, seen_dirs, once, stats)
+        elif not stat.S_ISREG(st.st_mode):  # named on purpose: say what it is
+            stats.candidates += 1
+            yield _not_a_file(absolute, st.st_mode, os.path.islink(absolute))
+        elif is_candidate(absolute):
+            if once.first(absolute):
+                stats.candidates += 1
+                yield Item(absolute, st.st_size, st.st_mtime)
+        else:
+            stats.skipped += 1
 
 
-def _walk_dir(root: str, recursive: bool, seen: set[tuple[int, int]],
+def _walk_dir(root: str, recursive: bool, seen: set[tuple[int, int]], once: _Once,
               stats: WalkStats) -> Iterator[Item]:
+    extensions = candidate_extensions()
     stack = [root]
     while stack:
         folder = stack.pop()
         try:
-            st = os.stat(folder)
-        except OSError:
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in seen:
-            stats.cycles += 1
-            continue
-        seen.add(key)
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
+            fd = open_fd(folder, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             stats.errors.append(f"{shown(folder)}: {exc.strerror or exc}")
             continue
-        subdirs = []
-        for entry in entries:
+        try:
+            st = os.fstat(fd)
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                stats.cycles += 1
+                continue
+            seen.add(key)
             try:
-                is_dir = entry.is_dir()  # follows symlinks
-                is_file = not is_dir and entry.is_file()
-            except OSError:
-                is_dir = is_file = False
-            if is_dir:
-                if recursive:
-                    subdirs.append(entry.path)
-            elif is_file:
-                if is_candidate(entry.path):
-                    stats.candidates += 1
-                    yield _item(entry.path)
+                with os.scandir(fd) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as exc:
+                stats.errors.append(f"{shown(folder)}: {exc.strerror or exc}")
+                continue
+            subdirs = []
+            for entry in entries:
+                path = os.path.join(folder, entry.name)
+                named_like_image = os.path.splitext(entry.name)[1].lower() in extensions
+                try:
+                    st = entry.stat()  # follows symlinks
+                except FileNotFoundError:  # a dangling symlink
+                    if named_like_image:
+                        stats.candidates += 1
+                        yield Item(path, error="broken symbolic link")
+                    else:
+                        stats.skipped += 1
+                    continue
+                except OSError as exc:  # a symlink loop, a permission on the way, ...
+                    stats.errors.append(f"{shown(path)}: {exc.strerror or exc}")
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if recursive:
+                        subdirs.append(path)
+                elif not stat.S_ISREG(st.st_mode):
+                    if named_like_image:
+                        stats.candidates += 1
+                        yield _not_a_file(path, st.st_mode, entry.is_symlink())
+                    else:
+                        stats.skipped += 1
+                elif named_like_image or is_candidate(path):
+                    if once.first(path):
+                        stats.candidates += 1
+                        yield Item(path, st.st_size, st.st_mtime)
                 else:
                     stats.skipped += 1
-            elif entry.is_symlink():  # dangling: report it if it is named like an image
-                if os.path.splitext(entry.name)[1].lower() in candidate_extensions():
-                    stats.candidates += 1
-                    yield Item(entry.path, error="broken symbolic link")
-                else:
-                    stats.skipped += 1
-        stack.extend(reversed(subdirs))
+            stack.extend(reversed(subdirs))
+        finally:
+            os.close(fd)

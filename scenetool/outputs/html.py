@@ -10,7 +10,7 @@ images there are.
 from __future__ import annotations
 
 import base64
-import html
+import hashlib
 import io
 import os
 from collections import deque
@@ -33,8 +33,6 @@ from scenetool.store import Row, Run, Store
 
 THUMB = 128  # the longest side of a thumbnail, in pixels
 THUMB_QUALITY = 75
-CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-       "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -62,8 +60,11 @@ def make_thumbnail(path: str, side: int = THUMB) -> Thumb:
     except DecodeError as exc:
         return Thumb(error=str(exc))
     im.thumbnail((side, side), Image.BILINEAR)
+    # Pixels only: a new image from the bytes, so no comment, EXIF, XMP or ICC profile of
+    # the original (a place, a name, a camera serial) rides along into the sheet.
+    pixels = Image.frombytes("RGB", im.size, im.tobytes())
     buffer = io.BytesIO()
-    im.save(buffer, "JPEG", quality=THUMB_QUALITY)
+    pixels.save(buffer, "JPEG", quality=THUMB_QUALITY)
     uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
     return Thumb(uri, im.width, im.height)
 
@@ -151,7 +152,9 @@ class Sheet:
 
 
 def esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """Any text for HTML: control characters and stray bytes escaped (scenetool.paths),
+    then HTML-quoted."""
+    return paths.html_text(str(text))
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -259,11 +262,21 @@ SCRIPT = """
 """
 
 
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+# The page's policy: exactly its own inline style and script, by their SHA-256, and data:
+# images; nothing else runs or loads (no 'unsafe-inline').
+CSP = (f"default-src 'none'; img-src data:; style-src {_csp_hash(STYLE)}; "
+       f"script-src {_csp_hash(SCRIPT)}; base-uri 'none'; form-action 'none'")
+
+
 def _header(out: IO[str], sheet: Sheet, run: Run | None) -> None:
     if run is not None:
         title = f"Run {run.id}"
         origin = (f"run {run.id}, started {esc(when(run.started))}"
-                  + ("" if run.finished else " (interrupted)"))
+                  + ("" if run.finished else f" ({esc(run.state())})"))
     else:
         title = "All stored results"
         origin = "all stored results (latest per image)"

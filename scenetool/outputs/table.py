@@ -1,7 +1,9 @@
 """Rich output: the streaming results table and the summary tables.
 
 The results table is printed in chunks with fixed column widths and no outer box, so it
-reads as one table while memory stays flat however many rows there are.
+reads as one table while memory stays flat however many rows there are. Every text that
+comes from outside (paths, labels, reasons) goes in as `plain` Text: escaped by
+`scenetool.paths`, never read as markup.
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ from rich.table import Table
 from rich.text import Text
 
 from scenetool.constants import NOT_A_SCENE, UNKNOWN
-from scenetool.paths import shown
+from scenetool.paths import escape, shown
 
 if TYPE_CHECKING:  # annotations only: the tables load no numpy, onnxruntime or store
     from scenetool.evaluate import Scores
     from scenetool.job import Tally
     from scenetool.outputs.report import Summary
     from scenetool.store import Row, Run
+
+
+def plain(text: object, style: str = "") -> Text:
+    """Text shown literally: control characters escaped, never markup."""
+    return Text(escape(str(text)), style=style)
 
 
 def confidence_text(value: float | None) -> str:
@@ -87,14 +94,14 @@ class ResultTable(ChunkedTable):
                              width=self.details_width, overflow="fold")
         for row in rows:
             if row.error:
-                label, details = Text("failed", style="red"), Text(row.error, style="red")
+                label, details = Text("failed", style="red"), plain(row.error, style="red")
             else:
-                label = Text(row.label or "", style="yellow" if row.label == UNKNOWN else "")
-                details = Text(", ".join(f"{lab} {p:.1%}" for lab, p in row.top_k[1:]))
+                label = plain(row.label or "", style="yellow" if row.label == UNKNOWN else "")
+                details = plain(", ".join(f"{lab} {p:.1%}" for lab, p in row.top_k[1:]))
                 if row.not_scene:
                     details = Text("; ").join([Text(NOT_A_SCENE, style="yellow"), details]) \
                         if details else Text(NOT_A_SCENE, style="yellow")
-            cells = [shown(row.path), label, confidence_text(row.confidence)]
+            cells = [plain(shown(row.path)), label, confidence_text(row.confidence)]
             table.add_row(*cells, *([details] if with_details else []))
 
 
@@ -120,7 +127,7 @@ def tally_table(tally: Tally, labels: Sequence[str]) -> Table:
     for label in [*labels, UNKNOWN]:
         n = tally.labels.get(label, 0)
         if n or label != UNKNOWN:
-            table.add_row(label, str(n), f"{n / total:.1%}")
+            table.add_row(plain(label), str(n), f"{n / total:.1%}")
     if tally.failed:
         table.add_row(Text("failed", style="red"), str(tally.failed), f"{tally.failed / total:.1%}")
     table.add_row(Text("total", style="bold"), str(tally.total), "")
@@ -128,10 +135,10 @@ def tally_table(tally: Tally, labels: Sequence[str]) -> Table:
 
 
 def run_header(run: Run | None, store_path: str, total: int) -> str:
+    """The line above a report (print it with `say`, which escapes it)."""
     if run is None:
         return f"All stored results (latest per image) in {store_path}: {total} images"
-    state = f"finished {run.finished}" if run.finished else "interrupted (not finished)"
-    return (f"Run {run.id} in {store_path}: started {run.started}, {state}; "
+    return (f"Run {run.id} in {store_path}: started {run.started}, {run.state()}; "
             f"model {run.model_sha256[:12]}; {total} images")
 
 
@@ -143,7 +150,7 @@ def summary_tables(summary: Summary) -> list[Table]:
     table.add_column("images", justify="right")
     table.add_column("mean confidence", justify="right")
     for label, stats in sorted(summary.classes.items()):
-        table.add_row(label, str(stats.count), f"{stats.mean_confidence:.1%}")
+        table.add_row(plain(label), str(stats.count), f"{stats.mean_confidence:.1%}")
     if summary.failed_count:
         table.add_row(Text("failed", style="red"), str(summary.failed_count), "")
     table.add_row(Text("total", style="bold"), str(summary.total), "")
@@ -160,9 +167,10 @@ def summary_tables(summary: Summary) -> list[Table]:
         if runners_up:
             low.add_column("runners-up", overflow="fold")
         for row in summary.low:
-            cells = [shown(row.path), row.label or "", confidence_text(row.confidence)]
+            cells = [plain(shown(row.path)), plain(row.label or ""),
+                     confidence_text(row.confidence)]
             if runners_up:
-                cells.append(", ".join(f"{lab} {p:.0%}" for lab, p in row.top_k[1:3]))
+                cells.append(plain(", ".join(f"{lab} {p:.0%}" for lab, p in row.top_k[1:3])))
             low.add_row(*cells)
         tables.append(low)
     if summary.failed_count:
@@ -172,7 +180,7 @@ def summary_tables(summary: Summary) -> list[Table]:
         failed.add_column("path", overflow="fold")
         failed.add_column("reason", style="red", overflow="fold")
         for row in summary.failed:
-            failed.add_row(shown(row.path), row.error or "")
+            failed.add_row(plain(shown(row.path)), plain(row.error or ""))
         tables.append(failed)
     return tables
 
@@ -183,14 +191,14 @@ def scores_tables(scores: Scores) -> list[Table]:
     for column in ("label", "precision", "recall", "f1", "support"):
         per.add_column(column, justify="left" if column == "label" else "right")
     for label, m in scores.per_class().items():
-        per.add_row(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+        per.add_row(plain(label), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
                     str(m["support"]))
     per.add_row("macro F1", "", "", f"{scores.macro_f1:.3f}", str(scores.n), style="bold")
     cm = Table(title="Confusion matrix (rows: true, columns: predicted)", box=box.SIMPLE_HEAD)
     cm.add_column("true \\ predicted")
     for label in scores.labels:
-        cm.add_column(label, justify="right")
+        cm.add_column(plain(label), justify="right")
     for i, label in enumerate(scores.labels):
-        cm.add_row(label, *(Text(str(v), style="bold green" if i == j else "")
+        cm.add_row(plain(label), *(Text(str(v), style="bold green" if i == j else "")
                             for j, v in enumerate(scores.confusion[i])))
     return [per, cm]
