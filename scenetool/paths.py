@@ -46,6 +46,8 @@ def store_key(path: str | bytes | os.PathLike) -> str:
 
 def to_column(key: str) -> str | bytes:
     """The value the store's `path` column holds: UTF-8 text, or the exact bytes."""
+    if not isinstance(key, str):
+        return key  # not a path (the store refuses it)
     try:
         key.encode("utf-8")
     except UnicodeEncodeError:

@@ -303,8 +303,7 @@ class Store:
     def _write_error(self, exc: sqlite3.Error) -> StoreError:
         if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
             return self._damaged(exc)
-        reason = "the disk is full" if "full" in str(exc) else str(exc)
-        return StoreError(f"cannot write to store {self.path}: {reason}")
+        return StoreError(f"cannot write to store {self.path}: {exc}")
 
     def _write(self, sql: str, params: Iterable = ()) -> sqlite3.Cursor:
         try:
