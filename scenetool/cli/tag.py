@@ -12,7 +12,7 @@ from rich.text import Text
 
 from scenetool.cli import Command, options
 from scenetool.outputs.table import ChunkedTable
-from scenetool.paths import shown
+from scenetool.paths import escape, shown
 
 if TYPE_CHECKING:  # lxml loads only when a sidecar is written, not at start-up
     from scenetool.tagging import Tagged, Tagger, TagTally
@@ -31,7 +31,7 @@ DONE = {"created": ("created", "would create"),
 @click.option("--recursive/--no-recursive", default=True, show_default=True,
               help="Walk into subfolders.")
 @options.sidecar_option
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, metavar="P",
+@click.option("--min-confidence", type=options.Probability(), default=0.0, metavar="P",
               show_default=True, help="Below this confidence write no keyword.")
 @click.option("--dry-run", is_flag=True, help="Say what would be written; write no sidecar.")
 @click.option("--remove", is_flag=True, help="Take scenetool's keywords out of the sidecars.")
@@ -132,7 +132,8 @@ class TagTable(ChunkedTable):
         table.add_column("sidecar", width=width - width * 2 // 5, overflow="fold")
         for t in rows:
             if t.outcome is None:
-                keyword, state = Text("failed", style="red"), Text(t.reason or "", style="red")
+                keyword = Text("failed", style="red")
+                state = Text(escape(t.reason or ""), style="red")
             else:
                 keyword = Text(t.keyword or "-", style="" if t.keyword else "yellow")
                 state = Text(f"{DONE[t.outcome.value][self.dry_run]}: {shown(t.sidecar or '')}")
