@@ -70,8 +70,8 @@ def _is_number(x: object) -> bool:
 
 
 def _short(value: object) -> str:
-    """A metadata value in a message: as JSON, cut short."""
-    text = json.dumps(value)
+    """A metadata value in a message: text as it is, anything else as JSON; cut short."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -118,26 +118,33 @@ class ModelMeta:
                 values[key] = text
         labels = values["labels"]
         if (not isinstance(labels, list) or not labels
-                or not all(isinstance(x, str) and x and x.isprintable() for x in labels)
+                or not all(isinstance(x, str) and x for x in labels)
                 or len(set(labels)) != len(labels)):
-            raise MetadataError("model metadata labels must be a list of distinct names "
-                                "without control characters")
+            raise MetadataError("model metadata labels must be a list of distinct names")
+        if not all(x.isprintable() for x in labels):  # they name folders and fill tables
+            raise MetadataError("model metadata labels must not hold control characters, "
+                                f"not {_short(labels)}")
         size = values["image_size"]
         if _is_int(size):
             size = [size, size]
         if (not isinstance(size, list) or len(size) != 2
-                or not all(_is_int(x) and 0 < x <= MAX_SIDE for x in size)):
-            raise MetadataError("model metadata image_size must be [height, width] of at most "
-                                f"{MAX_SIDE} pixels, not {_short(size)}")
+                or not all(_is_int(x) and x > 0 for x in size)):
+            raise MetadataError(f"model metadata image_size must be [height, width], not "
+                                f"{_short(size)}")
+        if max(size) > MAX_SIDE:
+            raise MetadataError(f"model metadata image_size must be at most {MAX_SIDE} pixels "
+                                f"a side, not {_short(size)}")
         order = values["channel_order"]
         if not isinstance(order, str) or order not in ("RGB", "BGR"):
             raise MetadataError(f"model metadata channel_order must be RGB or BGR, "
                                 f"not {_short(order)}")
         vrange = values["value_range"]
-        if (not isinstance(vrange, list) or len(vrange) != 2
-                or not all(_is_number(x) for x in vrange) or not vrange[0] < vrange[1]):
-            raise MetadataError("model metadata value_range must be [low, high] (two numbers), "
-                                f"not {_short(vrange)}")
+        if not isinstance(vrange, list) or len(vrange) != 2:
+            raise MetadataError(f"model metadata value_range must be [low, high], not "
+                                f"{_short(vrange)}")
+        if not all(_is_number(x) for x in vrange) or not vrange[0] < vrange[1]:
+            raise MetadataError("model metadata value_range must be two numbers, low below "
+                                f"high, not {_short(vrange)}")
         if not isinstance(values["resize"], str) or values["resize"] not in RESIZE_METHODS:
             raise MetadataError(f"model metadata resize must be one of {', '.join(RESIZE_METHODS)}")
         if not isinstance(values["layout"], str) or values["layout"] not in ("NHWC", "NCHW"):
