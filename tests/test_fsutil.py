@@ -34,7 +34,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 def test_atomic_path_hands_out_a_hidden_name_beside_the_target(tmp_path):
     target = tmp_path / "model.keras"
     with atomic_path(target, suffix=".keras") as temp:
-        assert temp.parent == tmp_path and temp.name.startswith(".model.keras.")
+        assert temp.parent == tmp_path and temp.name.startswith(f".scenetool-{os.getpid()}-")
         assert temp.name.endswith(".part.keras") and not target.exists()
         temp.write_bytes(b"weights")
         os.chmod(temp, 0o444)  # a writer may leave its file read-only: still synced
@@ -45,4 +45,7 @@ def test_atomic_path_hands_out_a_hidden_name_beside_the_target(tmp_path):
 def test_temporary_names_do_not_collide(tmp_path):
     names = {temp_beside(tmp_path / "x.json").name for _ in range(50)}
     assert len(names) == 50
-    assert all(n.startswith(".x.json.") and n.endswith(".part") for n in names)
+    assert all(n.startswith(".scenetool-") and n.endswith(".part") for n in names)
+    # Short and fixed: it fits beside a 255-byte name (the most a name can have).
+    long_target = tmp_path / ("n" * 251 + ".jpg")
+    assert len(temp_beside(long_target).name) < 40
