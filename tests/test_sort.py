@@ -335,7 +335,7 @@ def test_a_copy_that_fails_half_way_leaves_no_part_file(src, tmp_path, monkeypat
 
     monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(
         OSError(errno.EXDEV, os.strerror(errno.EXDEV))))
-    monkeypatch.setattr(scenetool.sort.shutil, "copy2", half_copy)
+    monkeypatch.setattr(scenetool.sort, "_copy_file", half_copy)
     before = tree(src)
     dest = tmp_path / "sorted"
     result = invoke("sort", str(src), str(dest), "--move")
