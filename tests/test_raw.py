@@ -137,3 +137,17 @@ def test_any_file_name(tmp_path, name):
     target = tmp_path / name
     path.rename(target)
     assert dominant(load_image(target, (32, 32))) == "red"
+
+
+def test_sort_without_the_extra_leaves_raw_in_place_and_says_why(tmp_path, monkeypatch):
+    src, dest = tmp_path / "card", tmp_path / "sorted"
+    src.mkdir()
+    write_dng(src / "a.dng", solid("red"), preview=solid("red"))
+    make_image(src / "b.jpg", "blue")
+    monkeypatch.setitem(sys.modules, "rawpy", None)
+    result = CliRunner().invoke(cli, ["sort", str(src), str(dest), "--copy"])
+    assert result.exit_code == 1
+    assert f"failed: {src / 'a.dng'}: {RAW_HINT}" in result.stderr
+    assert ("1 failed (left in place); 1 of them camera RAW, which needs pip install "
+            "'scenetool[raw]'") in result.stderr
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.*")) == ["blue/b.jpg"]

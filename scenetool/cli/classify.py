@@ -21,6 +21,7 @@ from scenetool.cli.options import (
     open_model,
     open_store,
     pipeline_options,
+    raw_notes,
     refuse_sidecars_for_urls,
     say,
     sidecar_option,
@@ -279,20 +280,14 @@ def _print_summary(job, labels, paths, store_path, seconds: float, tables: Conso
         say(err, f"could not read {problem}", "red")
     if tally.total == 0:
         say(err, "no images found in " + ", ".join(paths), "yellow")
+    notes = raw_notes(tally.raw_without_extra) + _walk_notes(tally.walk)
     summary = (
         f"{tally.total} image(s): {tally.classified} classified, "
         f"{tally.reused} already in the store (--force redoes them), {tally.failed} failed"
-        + "".join(f"; {note}" for note in _raw_note(tally) + _walk_notes(tally.walk))
+        + "".join(f"; {note}" for note in notes)
         + f". Run {job.run_id} in {store_path} ({seconds:.1f} s, "
         f"{tally.classified / max(seconds, 1e-9):.0f} images/s).")
     say(err, summary)
-
-
-def _raw_note(tally) -> list[str]:
-    if not tally.raw_without_extra:
-        return []
-    return [f"{tally.raw_without_extra} of them camera RAW, which needs "
-            "pip install 'scenetool[raw]'"]
 
 
 def _walk_notes(walked) -> list[str]:

@@ -122,6 +122,13 @@ def check_paths(paths: tuple[str, ...]) -> None:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
 
 
+def raw_notes(failed_raw: int) -> list[str]:
+    """The summary's note on camera RAW files that failed for want of the `raw` extra."""
+    if not failed_raw:
+        return []
+    return [f"{failed_raw} of them camera RAW, which needs pip install 'scenetool[raw]'"]
+
+
 def open_model(model_path: str | None):
     from scenetool.model import open_model as _open
 

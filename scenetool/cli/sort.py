@@ -95,6 +95,7 @@ def command(src: str, dest: str, copy_: bool, move: bool, link: bool, min_confid
     summary = (
         f"{tally.total} image(s): {done} {verb}, {sum(tally.already.values())} already there, "
         f"{len(tally.failed)} failed (left in place)"
+        + "".join(f"; {note}" for note in options.raw_notes(job.tally.raw_without_extra))
         + (f", {tally.inside_dest} already inside DEST" if tally.inside_dest else "")
         + (f", {len(tally.outside_src)} outside SRC copied" if tally.outside_src else "")
         + f". Run {job.run_id} in {store.path}: {job.tally.classified} classified, "
