@@ -293,3 +293,23 @@ def test_sort_and_evaluate_read_the_same_formats(tmp_path):
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.*")) == sorted(
         f"{c}/{c}{i}{s}" for c, ext in (("red", ".heic"), ("green", ".avif"), ("blue", ".jxl"))
         for i, s in enumerate((ext, ".qoi", ".tga")))
+
+
+def test_contact_sheet_thumbnail_of_a_phone_heic_comes_from_its_thumbnail(tmp_path,
+                                                                          monkeypatch):
+    from scenetool.outputs.html import make_thumbnail
+
+    path = make_image(tmp_path / "IMG_0001.heic", "green", size=(1200, 900), quality=50,
+                      thumbnails=[320])
+    seen: list[tuple[int, int]] = []
+    original = Image.Image.load
+
+    def spy(self):
+        result = original(self)
+        seen.append(self.size)
+        return result
+
+    monkeypatch.setattr(Image.Image, "load", spy)
+    thumb = make_thumbnail(str(path))
+    assert (thumb.width, thumb.height) == (128, 96)
+    assert seen[0] == (320, 240), f"decoded at {seen[0]}, not from the 320 px thumbnail"

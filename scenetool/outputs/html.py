@@ -51,12 +51,16 @@ class Thumb:
 def make_thumbnail(path: str, side: int = THUMB) -> Thumb:
     """A JPEG thumbnail no larger than side x side, EXIF orientation applied.
 
-    Decoded by the classifier's own `open_rgb`, a JPEG at a reduced scale (at least twice
-    the thumbnail, so the final resampling still has detail). Any failure is a Thumb with
-    the reason, never an exception: the file may have changed since it was classified.
+    Decoded by the classifier's own `open_rgb` at a reduced size where the format allows
+    (a JPEG at a reduced DCT scale, a HEIC from its embedded thumbnail) of at least 1.5
+    times `side` on both sides: twice the thumbnail along a 4:3 photo's long side, so the
+    final resampling still has detail, and met by the 320x240 thumbnail a phone writes into
+    its HEIC photos (which otherwise cost a full 12-megapixel decode). Any failure is a
+    Thumb with the reason, never an exception: the file may have changed since it was
+    classified.
     """
     try:
-        im = open_rgb(path, (2 * side, 2 * side))
+        im = open_rgb(path, (3 * side // 2, 3 * side // 2))
     except DecodeError as exc:
         return Thumb(error=str(exc))
     im.thumbnail((side, side), Image.BILINEAR)
