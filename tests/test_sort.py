@@ -342,7 +342,8 @@ def test_a_copy_that_fails_half_way_leaves_no_part_file(src, tmp_path, monkeypat
     assert result.exit_code == 1
     assert tree(src) == before
     assert [p for p in dest.rglob("*") if p.is_file()] == []
-    assert f"cannot move to {dest}: No space left on device" in result.stderr
+    assert (f"failed: {src / 'r1.jpg'}: cannot move to {dest}: No space left on device"
+            in result.stderr.splitlines())
 
 
 def test_labels_that_are_paths_stay_folders_inside_dest(tmp_path):
@@ -375,11 +376,12 @@ def test_the_table_lists_labels_in_order_with_unknown_last(src, tmp_path):
 def test_a_photo_linked_from_inside_dest_is_left_alone_and_counted(src, tmp_path):
     dest = tmp_path / "sorted"
     assert invoke("sort", src, dest).exit_code == 0
-    os.symlink(dest / "red" / "r1.jpg", src / "again.jpg")  # a photo already in DEST
+    os.symlink(dest / "red" / "r1.jpg", src / "again.jpg")  # photos already in DEST
+    os.symlink(dest / "green" / "g1.png", src / "again.png")
     result = invoke("sort", src, dest)
     assert result.exit_code == 0, result.output
     assert result.stderr.startswith("4 image(s): 0 copied, 4 already there, 0 failed (left in "
-                                    "place), 1 already inside DEST. ")
+                                    "place), 2 already inside DEST. ")
     assert sorted(tree(dest)) == ["blue/b1.jpg", "green/g1.png", "red/r1.jpg", "red/r2.png"]
 
 
