@@ -143,3 +143,21 @@ def test_any_decoder_exception_becomes_a_reason(tmp_path, monkeypatch):
     with pytest.raises(DecodeError) as info:
         load_image(path, (8, 8))
     assert str(info.value) == "corrupt image (error: unpack requires a buffer of 4 bytes)"
+
+
+@pytest.mark.parametrize("method, resample", [
+    ("nearest", Image.NEAREST), ("bilinear", Image.BILINEAR), ("lanczos", Image.LANCZOS)])
+def test_the_model_s_resize_method_is_the_one_used(tmp_path, method, resample):
+    """Noise resized by one method differs from the same noise resized by another, so this
+    fails if the metadata's method is not the one passed to Pillow."""
+    noise = np.random.default_rng(1).integers(0, 256, (60, 90, 3), np.uint8)
+    path = tmp_path / "noise.png"
+    Image.fromarray(noise).save(path)
+    want = np.asarray(Image.fromarray(noise).resize((20, 10), resample))
+    assert np.array_equal(load_image(path, (10, 20), method), want)
+
+
+def test_the_pixel_limit_passed_is_the_one_applied(tmp_path):
+    path = make_image(tmp_path / "big.png", "red", size=(100, 100))
+    with pytest.raises(DecodeError, match=r"^image too large \(100x100 pixels; over 5,000\)"):
+        load_image(path, (8, 8), max_pixels=5000)

@@ -187,6 +187,7 @@ def test_metadata_round_trips_with_its_descriptive_keys():
 
 def test_a_square_size_may_be_one_number():
     assert ModelMeta.from_props(props(image_size=64)).image_size == (64, 64)
+    assert ModelMeta.from_props(props(image_size=[1, 5])).image_size == (1, 5)
 
 
 def test_info_shows_the_contract_and_the_descriptive_keys(tmp_path):
