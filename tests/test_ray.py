@@ -334,6 +334,18 @@ def test_without_the_extra_ray_engine_is_a_usage_error(tmp_path):
             in result.stderr)
 
 
+def test_an_address_nothing_listens_on_is_a_one_line_error(tmp_path):
+    make_image(tmp_path / "a.jpg")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_python("import sys; from scenetool.cli import main; sys.argv = ['scenetool', "
+                        f"'classify', {str(tmp_path)!r}, '--engine', 'ray', '--address', "
+                        f"'127.0.0.1:{port}']; main()")
+    assert result.returncode == 2
+    assert result.stderr == f"Error: cannot reach Ray at 127.0.0.1:{port}: Connection refused\n"
+
+
 def test_import_and_version_never_import_ray():
     code = ("import sys; import scenetool; from scenetool.cli import main; "
             "sys.argv = ['scenetool', '--version']\n"

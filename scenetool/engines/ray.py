@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import warnings
@@ -250,6 +251,7 @@ def connected(address: str | None, workers: int | None) -> Iterator[int]:
     if _already_connected():
         yield workers or _cluster_cpus(import_ray())
     elif address:
+        _check_reachable(address)
         with _environment(_driver_environment()):
             ray = import_ray()
             try:
@@ -264,6 +266,19 @@ def connected(address: str | None, workers: int | None) -> Iterator[int]:
     else:
         with local_ray(max(workers or os.cpu_count() or 1, 1)) as ray:
             yield workers or _cluster_cpus(ray)
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that refuses connections or does not answer is reported at once: Ray
+    itself would retry it for minutes."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise RayError(f"cannot reach Ray at {address}: {reason}") from None
 
 
 def _already_connected() -> bool:
