@@ -143,9 +143,10 @@ def test_icon_uses_its_largest_size(tmp_path):
     assert mean[0] > 150 and mean[2] < 100
 
 
-def test_heic_is_decoded_from_its_thumbnail_when_large_enough(tmp_path, monkeypatch):
-    path = make_image(tmp_path / "phone.heic", "green", size=(1200, 900), quality=50,
-                      thumbnails=[320])
+@pytest.fixture
+def decoded_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """The size of every image Pillow loads pixels for, in order (clear it once the test's
+    files are written: writing them loads pixels too)."""
     seen: list[tuple[int, int]] = []
     original = Image.Image.load
 
@@ -155,12 +156,19 @@ def test_heic_is_decoded_from_its_thumbnail_when_large_enough(tmp_path, monkeypa
         return result
 
     monkeypatch.setattr(Image.Image, "load", spy)
+    return seen
+
+
+def test_heic_is_decoded_from_its_thumbnail_when_large_enough(tmp_path, decoded_sizes):
+    path = make_image(tmp_path / "phone.heic", "green", size=(1200, 900), quality=50,
+                      thumbnails=[320])
+    decoded_sizes.clear()
     arr = load_image(path, (172, 172))
-    assert seen[0] == (320, 240), f"decoded at {seen[0]}, not from the 320 px thumbnail"
+    assert decoded_sizes[0] == (320, 240), f"decoded at {decoded_sizes[0]}, not the thumbnail"
     assert np.abs(arr.reshape(-1, 3).mean(0) - COLOURS["green"]).max() < 25
-    seen.clear()
+    decoded_sizes.clear()
     load_image(path, (400, 400))  # the thumbnail is smaller than that: the full image
-    assert seen[0] == (1200, 900)
+    assert decoded_sizes[0] == (1200, 900)
 
 
 def test_heic_by_content_under_another_name(tmp_path):
@@ -296,20 +304,12 @@ def test_sort_and_evaluate_read_the_same_formats(tmp_path):
 
 
 def test_contact_sheet_thumbnail_of_a_phone_heic_comes_from_its_thumbnail(tmp_path,
-                                                                          monkeypatch):
+                                                                          decoded_sizes):
     from scenetool.outputs.html import make_thumbnail
 
     path = make_image(tmp_path / "IMG_0001.heic", "green", size=(1200, 900), quality=50,
                       thumbnails=[320])
-    seen: list[tuple[int, int]] = []
-    original = Image.Image.load
-
-    def spy(self):
-        result = original(self)
-        seen.append(self.size)
-        return result
-
-    monkeypatch.setattr(Image.Image, "load", spy)
+    decoded_sizes.clear()
     thumb = make_thumbnail(str(path))
     assert (thumb.width, thumb.height) == (128, 96)
-    assert seen[0] == (320, 240), f"decoded at {seen[0]}, not from the 320 px thumbnail"
+    assert decoded_sizes[0] == (320, 240), f"decoded at {decoded_sizes[0]}, not the thumbnail"
