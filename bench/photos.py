@@ -156,10 +156,8 @@ def phone_heics(jpegs: Sequence[str], thumbnail: bool) -> list[str]:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for jpeg, target in zip(jpegs, targets, strict=True):
-        partial = target.with_name(target.name + ".partial")
-        with Image.open(jpeg) as im:
+        with Image.open(jpeg) as im, atomic_path(target) as partial:
             im.save(partial, "HEIF", quality=HEIC_QUALITY, enc_params={"preset": HEIC_PRESET},
                     thumbnails=[HEIC_THUMBNAIL] if thumbnail else [])
-        os.replace(partial, target)
     done.write_text(json.dumps({"sources": list(jpegs)}, indent=1) + "\n")
     return [str(t) for t in targets]
