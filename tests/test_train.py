@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,14 @@ def _make_data(root: Path) -> Path:
     Image.fromarray(wide).save(root / "forest" / "wide.jpg")
     (root / "sea" / "broken.jpg").write_bytes(b"this is not a JPEG")
     return root
+
+
+def _not_scenes(folder: Path) -> Path:
+    """Six photos of nothing: flat grey shades, 40x40."""
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((40, 40, 3), 30 * i, np.uint8)).save(folder / f"flat{i}.png")
+    return folder
 
 
 def _invoke(args: list[str], env: dict[str, str]):
@@ -273,7 +282,8 @@ def exported(work, fitted) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(elsewhere)
         result = _invoke(["export", "tiny", "--runs", work["runs"], "--card", card,
-                          "--compare-runs", "other,missing"], work["env"])
+                          "--compare-runs", "other,missing",
+                          "--negatives", _not_scenes(work["tmp"] / "negatives")], work["env"])
     assert result.exit_code == 0, result.output
     assert not any(elsewhere.iterdir()), "export wrote outside the run's folder"
     return {"out": out, "card": card}
@@ -306,7 +316,9 @@ def test_export_writes_checked_model_and_card(exported):
     assert meta.extra["training_data"]["classes"] == list(CLASSES)
     assert meta.extra["created"].endswith("+00:00")
     assert meta.unknown.output == "scene_score"
-    assert meta.unknown.details["method"] == "rel-mahalanobis"
+    assert meta.unknown.details["method"] == "probe"
+    assert meta.unknown.details["trained_on"].endswith(
+        "against 12 images of 6 photos that are not scenes, each as given and shrunk to 150 px")
     assert meta.unknown.details["scenes_kept"] >= 0.95
 
     model = SceneModel(out)
@@ -462,19 +474,31 @@ def test_unknown_gives_an_exported_model_its_threshold(work, fitted, tmp_path):
     plain = work["tmp"] / "plain" / "scenes.onnx"
     assert _invoke(["export", "tiny", "--runs", work["runs"], "--out", plain, "--unknown",
                     "none"], work["env"]).exit_code == 0
-    others = tmp_path / "others"
-    others.mkdir()
-    for i in range(6):
-        shade = np.full((40, 40, 3), 30 * i, np.uint8)
-        Image.fromarray(shade).save(others / f"flat{i}.png")
+    others = _not_scenes(tmp_path / "others")
+    # only the MIT and Apache-2.0 photos may be learnt from; the others are measured
+    licences = ["MIT", "GPL-3.0", "Apache-2.0", "unknown", "MIT", "AGPL-3.0"]
+    (others / "PROVENANCE.tsv").write_text("file\tlicense\n" + "".join(
+        f"set/flat{i}.png\t{licence}\n" for i, licence in enumerate(licences)))
     out, figures = tmp_path / "scored.onnx", tmp_path / "figures"
+    card = tmp_path / "card" / "MODEL.md"
+    card.parent.mkdir()
+    card.write_text("# Model card\n\n## Data\n\nd\n\n## Not a scene\n\nstale words\n\n"
+                    "## Model file\n\nm\n")
     result = _invoke(["unknown", plain, "--data", work["data"], "--split",
-                      fitted["run"] / "split.txt", "--others", others, "--out", out,
-                      "--figures", figures], work["env"])
+                      fitted["run"] / "split.txt", "--negatives", others, "--others", others,
+                      "--out", out, "--figures", figures, "--card", card], work["env"])
     assert result.exit_code == 0, result.output
+    text = card.read_text()
+    assert re.findall(r"^## .*", text, flags=re.M) == [
+        "## Data", "## Calibration", "## Not a scene", "## Model file"]
+    assert "stale words" not in text and "Against 3 photos that are not scenes, none of them" in text
+    assert sorted(p.name for p in card.parent.iterdir()) == [
+        "MODEL.md", "calibration.png", "roc.png"]
+    assert f"the probe learns from 3 photos of {others}" in result.output
     rule = SceneModel(out).meta.unknown
     assert rule.output == "scene_score" and rule.details["scenes_kept"] >= 0.95
-    assert rule.details["checked_on"]["n"] == 6
+    assert rule.details["method"] == "probe"
+    assert rule.details["checked_on"]["n"] == 3
     report = json.loads((figures / "unknown.json").read_text())
     assert report["rule"]["threshold"] == rule.threshold
     assert sorted(p.name for p in figures.iterdir()) == [
@@ -482,6 +506,16 @@ def test_unknown_gives_an_exported_model_its_threshold(work, fitted, tmp_path):
     again = _invoke(["unknown", out, "--data", work["data"], "--split",
                      fitted["run"] / "split.txt", "--out", tmp_path / "twice.onnx"], work["env"])
     assert again.exit_code == 2 and "already has a 'scene_score' output" in again.output
+
+
+def test_the_probe_without_negatives_is_a_usage_error(work, fitted, exported, tmp_path):
+    result = _invoke(["unknown", exported["out"], "--data", work["data"], "--split",
+                      fitted["run"] / "split.txt", "--method", "probe",
+                      "--out", tmp_path / "x.onnx"], work["env"])
+    assert result.exit_code == 2
+    assert ("the probe score learns from photos that are not scenes: give --negatives DIR, "
+            "or choose another score") in result.output
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_speed_and_candidates_compare_models_side_by_side(work, fitted, exported, tmp_path):

@@ -300,6 +300,13 @@ def evaluate(run: str, runs: str, image_size: int | None, checkpoint: str,
     click.echo(f"wrote {path / 'eval.json'}, {pngs['confusion']}, {pngs['spotcheck']}", err=True)
 
 
+def _negatives_option(f):
+    return click.option(
+        "--negatives", "negatives_dir", type=click.Path(exists=True, file_okay=False),
+        default=None, help="Photos that are not scenes for the probe to learn from. Where "
+        "the folder has a PROVENANCE.tsv, only its MIT and Apache-2.0 photos are used.")(f)
+
+
 @cli.command()
 @click.argument("run")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
@@ -313,17 +320,20 @@ def evaluate(run: str, runs: str, image_size: int | None, checkpoint: str,
               help="Also write a model card here (figures go beside it).")
 @click.option("--compare-runs", default="seed-dense,seed-cnn", show_default=True,
               help="Comma-separated runs whose validation accuracy the card lists.")
-@click.option("--unknown", "unknown_method", default="rel-mahalanobis", show_default=True,
-              type=click.Choice(["rel-mahalanobis", "energy", "none"]),
+@click.option("--unknown", "unknown_method", default=None,
+              type=click.Choice(["probe", "rel-mahalanobis", "energy", "none"]),
               help="The \"not a scene\" score added beside probs (threshold: keeps 95% of "
-                   "the validation split); none leaves it out.")
+                   "the validation split); none leaves it out. Default: probe with "
+                   "--negatives, else rel-mahalanobis.")
+@_negatives_option
 @click.option("--others", "others_dir", type=click.Path(file_okay=False), default=None,
-              help="Photos that are not scenes, to measure the score on for the card.")
+              help="Photos that are not scenes, to measure the score on for the card "
+                   "(those the probe learnt from are left out).")
 @click.option("--candidates", "registry", type=click.Path(dir_okay=False), default=None,
               help="A candidates registry (python -m train candidates) for the card's table.")
 def export(run: str, out: str | None, runs: str, image_size: int | None, checkpoint: str,
            data_dir: str | None, card: str | None, compare_runs: str, unknown_method: str,
-           others_dir: str | None, registry: str | None) -> None:
+           negatives_dir: str | None, others_dir: str | None, registry: str | None) -> None:
     """Export a run's checkpoint to ONNX, checked against Keras, with its metadata.
 
     The file only lands at --out after onnx.checker, a parity check against Keras on 64
@@ -332,7 +342,8 @@ def export(run: str, out: str | None, runs: str, image_size: int | None, checkpo
 
     \b
     Example:
-        python -m train export scenenet --card runs/scenenet/export/MODEL.md
+        python -m train export scenenet --negatives ../shared/data/ood-dev \\
+            --others ../shared/data/ood-dev --card runs/scenenet/export/MODEL.md
         python -m train ship scenenet
     """
     from train.export import ExportError
@@ -345,10 +356,13 @@ def export(run: str, out: str | None, runs: str, image_size: int | None, checkpo
     from train.unknown import image_files
 
     path = _run_dir(runs, run)
+    unknown_method = unknown_method or _default_score(negatives_dir)
+    negatives = _negatives(unknown_method, negatives_dir)
     others = image_files(others_dir) if others_dir else []
     try:
         res = run_export(path, Path(out) if out else export_path(path), image_size, checkpoint,
-                         data_dir, None if unknown_method == "none" else unknown_method, others)
+                         data_dir, None if unknown_method == "none" else unknown_method, others,
+                         negatives)
     except data_mod.DataError as exc:
         raise _data_error(exc) from exc
     except (ExportError, FitError) as exc:
@@ -391,6 +405,27 @@ def ship(run: str, runs: str) -> None:
         click.echo(line)
 
 
+def _default_score(negatives_dir: str | None) -> str:
+    """The probe where there are photos for it to learn from, else the score that needs none."""
+    return "probe" if negatives_dir else "rel-mahalanobis"
+
+
+def _negatives(method: str, folder: str | None) -> list[str]:
+    """The probe's photos that are not scenes (the ones their licence lets us train on)."""
+    from train.unknown import trainable_files
+
+    if method != "probe":
+        return []
+    if not folder:
+        raise click.UsageError("the probe score learns from photos that are not scenes: give "
+                               "--negatives DIR, or choose another score")
+    files = trainable_files(folder)
+    if not files:
+        raise click.UsageError(f"--negatives {folder}: no photo there may be trained on")
+    click.echo(f"the probe learns from {len(files)} photos of {folder}", err=True)
+    return files
+
+
 def _split_files(data_dir: str, split_path: str):
     """(train paths, train labels, validation paths, validation labels) of a split file."""
     try:
@@ -410,46 +445,56 @@ def _split_files(data_dir: str, split_path: str):
 @click.option("--split", "split_path", required=True, type=click.Path(dir_okay=False),
               help="The model's validation split: the threshold keeps --keep of it.")
 @click.option("--others", "others_dir", type=click.Path(file_okay=False), default=None,
-              help="Photos that are not scenes (e.g. ood-dev): measured, never fitted on.")
-@click.option("--method", type=click.Choice(["rel-mahalanobis", "energy"]),
-              default="rel-mahalanobis", show_default=True, help="The scene score.")
+              help="Photos that are not scenes (e.g. ood-dev): measured, never fitted on "
+                   "(those the probe learnt from are left out).")
+@click.option("--method", type=click.Choice(["probe", "rel-mahalanobis", "energy"]),
+              default=None, help="The scene score. Default: probe with --negatives, else "
+                                 "rel-mahalanobis.")
+@_negatives_option
 @click.option("--keep", type=click.FloatRange(0.5, 1.0), default=0.95, show_default=True,
               help="Share of the validation photos the threshold keeps as scenes.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="The ONNX file to write (never the input).")
 @click.option("--figures", type=click.Path(file_okay=False), default=None,
               help="Also write unknown.json, roc.png and calibration.png here.")
+@click.option("--card", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Also put the Calibration and Not a scene sections into this model card "
+                   "(replacing those it has), their figures beside it.")
 def unknown(model_file: str, data_dir: str, split_path: str, others_dir: str | None,
-            method: str, keep: float, out: str, figures: str | None) -> None:
+            method: str, negatives_dir: str | None, keep: float, out: str,
+            figures: str | None, card: str | None) -> None:
     """Give an exported model a "not a scene" score and the threshold the runtime uses.
 
     The score is added to the graph beside `probs` (surgery on the file: the Keras
-    checkpoint is not needed), fitted on the training images of the split, its threshold
-    set on the validation images, and measured on --others.
+    checkpoint is not needed), fitted on the training images of the split (and, for the
+    probe, on --negatives), its threshold set on the validation images, and measured on
+    --others.
 
     \b
     Example:
         python -m train unknown scenetool/models/scenes.onnx --split exported/val_split.txt \\
-            --others ../shared/data/ood-dev --out runs/scenes-unknown.onnx --figures runs/ood
+            --negatives ../shared/data/ood-dev --others ../shared/data/ood-dev \\
+            --out runs/scenes-unknown.onnx --figures runs/ood
     """
-    import json
-
     import numpy as np
     import onnx
 
     from scenetool.fsutil import atomic_path, write_text
     from scenetool.model import ModelError, SceneModel
-    from train.ood import SurgeryError, calibration
-    from train.unknown import draw_calibration, draw_roc, fit_unknown, image_files
+    from train.ood import SurgeryError
+    from train.unknown import fit_unknown, image_files, write_figures
 
     if Path(out).resolve() == Path(model_file).resolve():
         raise click.BadParameter("write the scored model to another file", param_hint="--out")
+    method = method or _default_score(negatives_dir)
+    negatives = _negatives(method, negatives_dir)
     train_p, train_y, val_p, val_y = _split_files(data_dir, split_path)
     others = image_files(others_dir) if others_dir else []
     try:
         fitted = fit_unknown(onnx.load(model_file), train_p, train_y, val_p, others, method,
                              keep, fitted_on=Path(split_path).name,
-                             checked_on=Path(others_dir).name if others_dir else "")
+                             checked_on=Path(others_dir).name if others_dir else "",
+                             negatives=negatives)
     except (SurgeryError, ValueError) as exc:
         raise TrainError(str(exc)) from exc
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -467,20 +512,17 @@ def unknown(model_file: str, data_dir: str, split_path: str, others_dir: str | N
     if sep is not None:
         click.echo(f"{others_dir}: {sep.n_others} photos, AUROC {sep.auroc:.3f}, "
                    f"{sep.others_rejected:.1%} called unknown at the threshold")
+    true = np.asarray(val_y)[fitted.extra["val_kept"]]
     if figures:
-        folder = Path(figures)
-        folder.mkdir(parents=True, exist_ok=True)
-        true = np.asarray(val_y)[fitted.extra["val_kept"]]
-        report = {"rule": rule.to_json(),
-                  "separation": sep.as_dict() if sep is not None else None,
-                  "calibration": calibration(fitted.val_probs, true),
-                  "accuracy": float(np.mean(fitted.val_probs.argmax(1) == true))}
-        write_text(folder / "unknown.json", json.dumps(report, indent=2) + "\n")
-        if sep is not None:
-            draw_roc(fitted, folder / "roc.png", f"{Path(model_file).name}: scene score")
-        draw_calibration(fitted.val_probs, true, folder / "calibration.png",
-                         f"{Path(model_file).name}, validation split")
-        click.echo(f"figures: {folder}", err=True)
+        write_figures(fitted, true, Path(figures), Path(model_file).name)
+        click.echo(f"figures: {figures}", err=True)
+    if card:
+        from train.card import scene_sections, splice_sections
+
+        lines = scene_sections(fitted.val_probs, true, fitted, Path(card).parent,
+                               Path(model_file).name)
+        write_text(Path(card), splice_sections(Path(card).read_text(encoding="utf-8"), lines))
+        click.echo(f"model card: {card}", err=True)
 
 
 @cli.command()

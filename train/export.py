@@ -229,12 +229,14 @@ def _set_props(proto, props: dict[str, str]) -> None:
 
 
 def export(run: Path, out: Path, size: int | None = None, which: str = "best",
-           data: str | None = None, unknown: str | None = "rel-mahalanobis",
-           others: list[str] | None = None) -> ExportResult:
+           data: str | None = None, unknown: str | None = "probe",
+           others: list[str] | None = None,
+           negatives: list[str] | None = None) -> ExportResult:
     """Convert, check, measure and write `run`'s checkpoint as `out` (see the module doc).
 
     `unknown` is the scene score to add (None: none); `others` are photos that are not
-    scenes, on which it is measured for the card."""
+    scenes, on which it is measured for the card; `negatives` are the ones the `probe`
+    score learns from."""
     rd = open_run(run, data)
     size = size or default_size(rd.cfg)
     check_size(rd.cfg, size)
@@ -256,7 +258,8 @@ def export(run: Path, out: Path, size: int | None = None, which: str = "best",
             fitted = fit_unknown(proto, train_paths, [rd.folder.labels[i] for i in rd.split.train],
                                  val_paths(rd), others or [], unknown,
                                  fitted_on=f"run {rd.name}'s validation split",
-                                 checked_on="photos that are not scenes")
+                                 checked_on="photos that are not scenes",
+                                 negatives=negatives or [])
         except (SurgeryError, ValueError) as exc:
             raise ExportError(f"cannot add the scene score: {exc}") from exc
         proto = fitted.proto

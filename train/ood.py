@@ -7,17 +7,23 @@ a few nodes that compute a per-image **scene score** (higher: more like the trai
 scenes) and expose it as a second graph output beside `probs`; `scenetool.metadata`
 names the output and the threshold below which the runtime says `unknown`.
 
-Two scores are built here:
+Three scores are built here:
 
 - `energy`: T * logsumexp(logits / T), the free energy of the logits (Liu et al. 2020).
 - `rel-mahalanobis`: the relative Mahalanobis distance of the L2-normalised pooled
   features (Ren et al. 2021): the smallest distance to a class mean (shared covariance)
   minus the distance to the mean of all training features, negated. The class means and
   precision matrices are fitted on training images and stored as graph constants.
+- `probe`: outlier exposure on the frozen network (Hendrycks et al. 2019): a logistic
+  regression, scenes against photos that are not scenes, over the L2-normalised, globally
+  averaged activations of the network's last layers (`probe_layers`). Its weights are
+  graph constants; its input is what the network already computes, so it costs a few
+  pooling and dot products per image.
 
 The threshold is fitted on scene photos only (the validation split): the lowest score
 that keeps `keep` (95%) of them. Photos that are not scenes never set the threshold; they
-only measure it (AUROC, rejection rate).
+measure it (AUROC, rejection rate), and for `probe` some of them (never the measured ones)
+train the regression.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import numpy as np
 from scenetool.metadata import SCORE_OUTPUT
 
 OUTPUT_NAME = "probs"
-METHODS = ("energy", "rel-mahalanobis")
+METHODS = ("energy", "rel-mahalanobis", "probe")
+PROBE_LAYERS = 3
 
 
 class SurgeryError(Exception):
@@ -135,14 +142,96 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def probe_layers(proto, count: int = PROBE_LAYERS) -> list[str]:
+    """The 4-D activations the probe reads: the one the global pooling averages, after
+    the outputs of up to `count - 1` residual additions before it (the last blocks)."""
+    find_heads(proto)  # the graph ends in the head every score is built on
+    nodes = list(proto.graph.node)
+    pooling = [i for i, n in enumerate(nodes) if n.op_type == "GlobalAveragePool"]
+    if len(pooling) != 1:
+        raise SurgeryError("the probe needs a graph with exactly one GlobalAveragePool")
+    end = pooling[0]
+    last = nodes[end].input[0]
+    first_conv = next((i for i, n in enumerate(nodes) if n.op_type == "Conv"), end)
+    adds = [n.output[0] for n in nodes[first_conv:end]
+            if n.op_type == "Add" and n.output[0] != last]
+    return [*adds[max(len(adds) - (count - 1), 0):], last]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A logistic regression over pooled activations: high for scenes, low for others."""
+
+    layers: tuple[str, ...]
+    weights: tuple[np.ndarray, ...]  # one (channels,) vector per layer
+    bias: float
+    learnt_from: tuple[int, int] = (0, 0)  # (scenes, photos that are not scenes)
+
+    @staticmethod
+    def inputs(pooled: Sequence[np.ndarray]) -> np.ndarray:
+        """The regression's input: each layer's pooled (n, channels) activations,
+        L2-normalised, side by side."""
+        return np.concatenate([_normalise(np.asarray(p, np.float64).reshape(len(p), -1))
+                               for p in pooled], axis=1)
+
+    @classmethod
+    def fit(cls, layers: Sequence[str], scenes: Sequence[np.ndarray],
+            others: Sequence[np.ndarray], c: float = 10.0) -> Probe:
+        """Fit on the pooled activations of scene photos and of photos that are not
+        scenes (one array per layer each), the two classes weighted equally."""
+        from sklearn.linear_model import LogisticRegression
+
+        if not len(scenes[0]) or not len(others[0]):
+            raise ValueError("the probe needs photos of scenes and photos that are not scenes")
+        x_in, x_out = cls.inputs(scenes), cls.inputs(others)
+        reg = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
+        reg.fit(np.concatenate([x_in, x_out]), np.r_[np.ones(len(x_in)), np.zeros(len(x_out))])
+        sizes = np.cumsum([np.asarray(p).reshape(len(p), -1).shape[1] for p in scenes])[:-1]
+        return cls(tuple(layers), tuple(np.split(reg.coef_[0], sizes)),
+                   float(reg.intercept_[0]), (len(x_in), len(x_out)))
+
+    def score(self, pooled: Sequence[np.ndarray]) -> np.ndarray:
+        return self.inputs(pooled) @ np.concatenate(self.weights) + self.bias
+
+
 def _const(name: str, value) -> object:
     import onnx
 
     return onnx.numpy_helper.from_array(np.asarray(value, np.float32), name)
 
 
+def _probe_nodes(probe: Probe, p: str) -> tuple[list, list]:
+    """Nodes and constants computing `probe.score` into SCORE_OUTPUT."""
+    from onnx import helper
+
+    nodes, consts, terms = [], [_const(p + "eps", 1e-12), _const(p + "bias", [probe.bias])], []
+    for i, (layer, weights) in enumerate(zip(probe.layers, probe.weights, strict=True)):
+        q = f"{p}{i}/"
+        consts.append(_const(q + "w", weights[:, None]))
+        nodes += [
+            helper.make_node("GlobalAveragePool", [layer], [q + "pooled"]),
+            helper.make_node("Flatten", [q + "pooled"], [q + "flat"], axis=1),
+            helper.make_node("ReduceL2", [q + "flat"], [q + "norm"], axes=[1], keepdims=1),
+            helper.make_node("Max", [q + "norm", p + "eps"], [q + "norm_safe"]),
+            helper.make_node("Div", [q + "flat", q + "norm_safe"], [q + "x"]),
+            helper.make_node("MatMul", [q + "x", q + "w"], [q + "term"]),
+        ]
+        terms.append(q + "term")
+    nodes += [helper.make_node("Sum", terms, [p + "sum"]),
+              helper.make_node("Add", [p + "sum", p + "bias"], [p + "logit"]),
+              helper.make_node("Squeeze", [p + "logit", p + "axis1"], [SCORE_OUTPUT])]
+    consts.append(_int64s(p + "axis1", [1]))
+    return nodes, consts
+
+
+def _int64s(name: str, values: Sequence[int]) -> object:
+    import onnx
+
+    return onnx.numpy_helper.from_array(np.asarray(values, np.int64), name)
+
+
 def add_score(proto, method: str, *, temperature: float = 1.0,
-              gaussians: Gaussians | None = None):
+              gaussians: Gaussians | None = None, probe: Probe | None = None):
     """A copy of the model with a `scene_score` output ([batch] float32) beside `probs`."""
     import onnx
     from onnx import helper
@@ -165,6 +254,10 @@ def add_score(proto, method: str, *, temperature: float = 1.0,
                              keepdims=0),
             helper.make_node("Mul", [p + "lse", p + "T"], [SCORE_OUTPUT]),
         ]
+    elif method == "probe":
+        if probe is None:
+            raise ValueError("the probe score needs the fitted probe")
+        nodes, consts = _probe_nodes(probe, p)
     else:
         if gaussians is None:
             raise ValueError("rel-mahalanobis needs the fitted class Gaussians")
@@ -194,8 +287,7 @@ def add_score(proto, method: str, *, temperature: float = 1.0,
             helper.make_node("Sub", [p + "d_min", p + "d_all"], [p + "relative"]),
             helper.make_node("Mul", [p + "relative", p + "minus1"], [SCORE_OUTPUT]),
         ]
-        consts += [onnx.numpy_helper.from_array(np.asarray([1], np.int64), p + "axis1"),
-                   onnx.numpy_helper.from_array(np.asarray([2], np.int64), p + "axis2")]
+        consts += [_int64s(p + "axis1", [1]), _int64s(p + "axis2", [2])]
     graph.initializer.extend(consts)
     graph.node.extend(nodes)
     batch = proto.graph.output[0].type.tensor_type.shape.dim[0]

@@ -4,18 +4,23 @@ measure it, and write the metadata the runtime reads.
 Every image goes through the runtime's own decoder (`scenetool.engines.common.decode`)
 and onnxruntime, exactly as `scenetool classify` sees it:
 
-1. the pooled features of the training images (read from the graph) fit the class
-   Gaussians of the relative Mahalanobis score (`train.ood`);
+1. the score is fitted (`train.ood`): for `rel-mahalanobis`, the class Gaussians of the
+   training images' pooled features; for `probe`, a regression of the training images
+   against `negatives`, photos that are not scenes, each used as given and shrunk to the
+   Intel scenes' 150 px (so resolution and sharpness cannot tell the two apart);
 2. the score is added to the graph, and the scored graph is run on the validation split:
    the threshold is the lowest score that keeps `keep` (95%) of those scene photos;
-3. photos that are not scenes (a folder such as ood-dev) are only measured: AUROC and the
-   share the threshold calls unknown. They never set the threshold.
+3. photos that are not scenes (`others`, e.g. ood-dev) are only measured: AUROC and the
+   share the threshold calls unknown. They never set the threshold, and any of them that
+   is also among the negatives is left out of the measurement.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,9 +32,14 @@ from scenetool.metadata import SCORE_OUTPUT, ModelMeta, UnknownRule
 from train import ood
 
 log = logging.getLogger(__name__)
-DEFAULT_METHOD = "rel-mahalanobis"
+DEFAULT_METHOD = "probe"
 DEFAULT_KEEP = 0.95
 BATCH = 32
+# A folder of photos that are not scenes may say where each came from (ood-dev does):
+# only the ones under these licences may train a model that ships.
+PROVENANCE = "PROVENANCE.tsv"
+TRAINABLE_LICENCES = ("MIT", "Apache-2.0")
+SHRUNK_SIZE = 150  # the Intel scenes' size: negatives are also used at it
 
 
 def run_outputs(model_bytes: bytes, meta: ModelMeta, paths: Sequence[str | os.PathLike],
@@ -93,25 +103,82 @@ class Fitted:
         return ood.separation(self.val_scores, self.other_scores, self.rule.threshold)
 
 
+def pooled_outputs(proto, meta: ModelMeta, layers: Sequence[str], paths: Sequence[str],
+                   threads: int = 2) -> list[np.ndarray]:
+    """The globally averaged activations of `layers`, one (images, channels) array each,
+    for the images in `paths` that the runtime's decoder reads."""
+    import onnx
+    from onnx import helper
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    names = [f"probe_pooled/{i}" for i in range(len(layers))]
+    probe.graph.node.extend(helper.make_node("GlobalAveragePool", [layer], [name])
+                            for layer, name in zip(layers, names, strict=True))
+    probe = ood.with_outputs(probe, names)
+    out = run_outputs(probe.SerializeToString(), meta, paths, names, threads)
+    return [out[name].reshape(len(out["kept"]), -1) for name in names]
+
+
+def shrunk_copies(paths: Sequence[str], folder: Path) -> list[str]:
+    """Each image as the Intel scenes are: centre-cropped to a square, 150 px, JPEG."""
+    from PIL import Image, ImageOps
+
+    from scenetool.errors import DecodeError
+    from scenetool.inputs.decode import open_rgb
+
+    copies = []
+    for i, path in enumerate(paths):
+        try:
+            image = open_rgb(path, (SHRUNK_SIZE, SHRUNK_SIZE))
+        except DecodeError as exc:
+            log.warning("skipped unreadable image %s: %s", path, exc)
+            continue
+        small = ImageOps.fit(image, (SHRUNK_SIZE, SHRUNK_SIZE), Image.Resampling.BILINEAR)
+        copies.append(str(folder / f"{i}.jpg"))
+        small.save(copies[-1], quality=75)
+    return copies
+
+
+def fit_probe(proto, meta: ModelMeta, train_paths: Sequence[str], negatives: Sequence[str],
+              threads: int = 2) -> ood.Probe:
+    """The `probe` score's regression: training scenes against `negatives` and their
+    shrunk copies."""
+    if not negatives:
+        raise ValueError("the probe score needs photos that are not scenes to learn from "
+                         "(--negatives)")
+    layers = ood.probe_layers(proto)
+    scenes = pooled_outputs(proto, meta, layers, train_paths, threads)
+    with tempfile.TemporaryDirectory(prefix="scenetool-negatives-") as tmp:
+        both = [*negatives, *shrunk_copies(negatives, Path(tmp))]
+        others = pooled_outputs(proto, meta, layers, both, threads)
+    return ood.Probe.fit(layers, scenes, others)
+
+
 def fit_unknown(proto, train_paths: Sequence[str], train_labels: Sequence[int],
                 val_paths: Sequence[str], other_paths: Sequence[str] = (),
                 method: str = DEFAULT_METHOD, keep: float = DEFAULT_KEEP,
                 fitted_on: str = "the validation split", checked_on: str = "",
-                threads: int = 2) -> Fitted:
+                threads: int = 2, negatives: Sequence[str] = ()) -> Fitted:
     """Add the scene score to `proto`, fit its threshold on `val_paths`, measure it on
-    `other_paths` (photos that are not scenes), and write the rule into the metadata."""
+    `other_paths` (photos that are not scenes; those among `negatives` are left out), and
+    write the rule into the metadata."""
     import onnx
 
     props = {p.key: p.value for p in proto.metadata_props}
     meta = ModelMeta.from_props({k: v for k, v in props.items() if k != "unknown"})
-    gaussians = None
+    gaussians = probe = None
     if method == "rel-mahalanobis":
         heads = ood.find_heads(proto)
-        probe = ood.with_outputs(proto, [heads.features]).SerializeToString()
-        features = run_outputs(probe, meta, train_paths, [heads.features], threads)
+        with_features = ood.with_outputs(proto, [heads.features]).SerializeToString()
+        features = run_outputs(with_features, meta, train_paths, [heads.features], threads)
         gaussians = ood.Gaussians.fit(features[heads.features],
                                       np.asarray(train_labels)[features["kept"]])
-    scored = ood.add_score(proto, method, gaussians=gaussians)
+    elif method == "probe":
+        probe = fit_probe(proto, meta, train_paths, negatives, threads)
+    learnt_from = {os.path.realpath(p) for p in negatives}
+    other_paths = [p for p in other_paths if os.path.realpath(p) not in learnt_from]
+    scored = ood.add_score(proto, method, gaussians=gaussians, probe=probe)
     scored_bytes = scored.SerializeToString()
     names = ["probs", SCORE_OUTPUT]
     val = run_outputs(scored_bytes, meta, val_paths, names, threads)
@@ -129,6 +196,12 @@ def fit_unknown(proto, train_paths: Sequence[str], train_labels: Sequence[int],
     }
     if method == "rel-mahalanobis":
         details["features_from"] = f"{len(train_paths)} training images"
+    if method == "probe":
+        scenes, others = probe.learnt_from
+        details["trained_on"] = (f"{scenes} training images against {others} images of "
+                                 f"{len(negatives)} photos that are not scenes, each as "
+                                 f"given and shrunk to {SHRUNK_SIZE} px")
+        details["layers"] = list(probe.layers)
     sep = fitted.separation
     if sep is not None:
         details["checked_on"] = {"set": checked_on or "photos that are not scenes",
@@ -148,6 +221,42 @@ def image_files(root: str | os.PathLike) -> list[str]:
     from scenetool.inputs.walk import walk
 
     return sorted(item.path for item in walk([str(root)], True) if item.error is None)
+
+
+def trainable_files(root: str | os.PathLike) -> list[str]:
+    """The images under `root` that may train a shipped model: all of them, unless
+    `root` has a PROVENANCE.tsv (columns `file` and `license`; a `file` names an image by
+    its path under `root`, perhaps behind more folders); then only the ones under an MIT
+    or Apache-2.0 licence."""
+    files = image_files(root)
+    listing = Path(root) / PROVENANCE
+    if not listing.is_file():
+        return files
+    with open(listing, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    allowed = {parts[i:] for row in rows if row.get("license") in TRAINABLE_LICENCES
+               for parts in [Path(row["file"]).parts] for i in range(len(parts))}
+    return [f for f in files if Path(os.path.relpath(f, root)).parts in allowed]
+
+
+def write_figures(fitted: Fitted, true: np.ndarray, folder: Path, name: str) -> None:
+    """unknown.json (the rule, its separation, the calibration), roc.png (when it was
+    measured on photos that are not scenes) and calibration.png in `folder`."""
+    import json
+
+    from scenetool.fsutil import write_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sep = fitted.separation
+    report = {"rule": fitted.rule.to_json(),
+              "separation": sep.as_dict() if sep is not None else None,
+              "calibration": ood.calibration(fitted.val_probs, true),
+              "accuracy": float(np.mean(fitted.val_probs.argmax(1) == true))}
+    write_text(folder / "unknown.json", json.dumps(report, indent=2) + "\n")
+    if sep is not None:
+        draw_roc(fitted, folder / "roc.png", f"{name}: scene score")
+    draw_calibration(fitted.val_probs, true, folder / "calibration.png",
+                     f"{name}, validation split")
 
 
 def draw_roc(fitted: Fitted, out: Path, title: str) -> Path:
