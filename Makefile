@@ -51,10 +51,15 @@ baselines: install
 # net sees objects larger than in whole images, so it scores best a little above its
 # training size (FixRes; chosen on the validation split, see exported/MODEL.md).
 EXPORT_ARGS ?= --checkpoint last --image-size 172
+# Photos that are not scenes for the "not a scene" probe to learn from (only those whose
+# PROVENANCE.tsv licence allows it) and be measured on; without them export falls back to a
+# score that needs none. Example: make export OOD=~/ood-dev
+OOD ?= $(wildcard ../shared/data/ood-dev)
+OOD_ARG := $(if $(OOD),--negatives $(OOD) --others $(OOD),)
 
 # Writes into the run's own folder (runs/$(RUN)/export/); the shipped model is untouched.
 export: install
-	$(PY) -m train export $(RUN) $(EXPORT_ARGS) --card runs/$(RUN)/export/MODEL.md \
+	$(PY) -m train export $(RUN) $(EXPORT_ARGS) $(OOD_ARG) --card runs/$(RUN)/export/MODEL.md \
 		--compare-runs seed-dense,seed-cnn
 
 # The one step that replaces the shipped model (scenetool/models/scenes.onnx), its card,

@@ -491,7 +491,8 @@ def test_unknown_gives_an_exported_model_its_threshold(work, fitted, tmp_path):
     text = card.read_text()
     assert re.findall(r"^## .*", text, flags=re.M) == [
         "## Data", "## Calibration", "## Not a scene", "## Model file"]
-    assert "stale words" not in text and "Against 3 photos that are not scenes, none of them" in text
+    assert "stale words" not in text
+    assert "Against 3 photos that are not scenes, none of them learnt from" in text
     assert sorted(p.name for p in card.parent.iterdir()) == [
         "MODEL.md", "calibration.png", "roc.png"]
     assert f"the probe learns from 3 photos of {others}" in result.output

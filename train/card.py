@@ -188,61 +188,10 @@ def unknown_section(res: ExportResult, card_dir: Path) -> list[str]:
     scene" score (see `scene_sections`)."""
     import numpy as np
 
+    from train.unknown import scene_sections
+
     true = np.asarray([res.run.classes.index(c) for c in _true_names(res)])
     return scene_sections(res.probs, true, res.unknown, card_dir, res.path.name)
-
-
-def scene_sections(probs, true, fitted, card_dir: Path, name: str) -> list[str]:
-    """## Calibration (the validation split's top probability) and, for a fitted scene
-    score, ## Not a scene: how its threshold was fitted, what it learnt from, and its ROC
-    curve against photos that are not scenes (when it was measured on some)."""
-    from train.ood import calibration
-    from train.unknown import draw_calibration, draw_roc
-
-    cal_png = draw_calibration(probs, true, card_dir / "calibration.png",
-                               f"{name}, validation split")
-    ece = calibration(probs, true)["ece"]
-    lines = ["## Calibration", "",
-             (f"Reliability of the top probability on the validation split: expected "
-              f"calibration error {ece:.3f}."), "", f"![calibration]({cal_png.name})", ""]
-    if fitted is None:
-        return lines
-    rule = fitted.rule
-    lines += [
-        "## Not a scene", "",
-        (f"The graph's second output, `scene_score` ({rule.details.get('method')}), is high "
-         f"for photos like the training scenes. Below {rule.threshold:.4g} the tool labels a "
-         f"photo `unknown` (\"unknown: not a scene\"). The threshold keeps "
-         f"{rule.details.get('scenes_kept', 0):.1%} of the validation split's scene photos "
-         f"(target {rule.details.get('keep', 0):.0%}); it was fitted on those only."), "",
-    ]
-    if "trained_on" in rule.details:
-        lines += [(f"The score is a logistic regression over the pooled activations of the "
-                   f"network's last layers ({', '.join(f'`{x}`' for x in rule.details['layers'])}"
-                   f"), trained on {rule.details['trained_on']}: outlier exposure on the "
-                   "frozen network."), ""]
-    sep = fitted.separation
-    if sep is not None:
-        roc_png = draw_roc(fitted, card_dir / "roc.png", f"{name}: scene score")
-        lines += [(f"Against {sep.n_others} photos that are not scenes, none of them learnt "
-                   f"from: AUROC **{sep.auroc:.3f}**, **{sep.others_rejected:.1%}** called "
-                   f"unknown at the threshold."), "", f"![ROC curve]({roc_png.name})", ""]
-    return lines
-
-
-def splice_sections(card: str, lines: list[str], before: str = "## Model file") -> str:
-    """`card` with its ## sections that `lines` also has replaced by those of `lines`;
-    sections new to it go in before the `before` heading (or at the end)."""
-    import re
-
-    new = "\n".join(lines).rstrip() + "\n\n"
-    titles = re.findall(r"^## .+$", new, flags=re.M)
-    for title in titles:
-        card = re.sub(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", "", card, flags=re.M | re.S)
-    at = card.find(f"\n{before}\n")
-    if at < 0:
-        return card.rstrip() + "\n\n" + new.rstrip() + "\n"
-    return card[:at + 1] + new + card[at + 1:]
 
 
 def _true_names(res: ExportResult) -> list[str]:

@@ -517,7 +517,7 @@ def unknown(model_file: str, data_dir: str, split_path: str, others_dir: str | N
         write_figures(fitted, true, Path(figures), Path(model_file).name)
         click.echo(f"figures: {figures}", err=True)
     if card:
-        from train.card import scene_sections, splice_sections
+        from train.unknown import scene_sections, splice_sections
 
         lines = scene_sections(fitted.val_probs, true, fitted, Path(card).parent,
                                Path(model_file).name)

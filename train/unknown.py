@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -309,3 +310,52 @@ def draw_calibration(probs: np.ndarray, true: np.ndarray, out: Path, title: str)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
+
+
+def scene_sections(probs: np.ndarray, true: np.ndarray, fitted: Fitted | None, card_dir: Path,
+                   name: str) -> list[str]:
+    """## Calibration (the validation split's top probability) and, for a fitted scene
+    score, ## Not a scene: how its threshold was fitted, what it learnt from, and its ROC
+    curve against photos that are not scenes (when it was measured on some)."""
+    cal_png = draw_calibration(probs, true, card_dir / "calibration.png",
+                               f"{name}, validation split")
+    ece = ood.calibration(probs, true)["ece"]
+    lines = ["## Calibration", "",
+             (f"Reliability of the top probability on the validation split: expected "
+              f"calibration error {ece:.3f}."), "", f"![calibration]({cal_png.name})", ""]
+    if fitted is None:
+        return lines
+    rule = fitted.rule
+    lines += [
+        "## Not a scene", "",
+        (f"The graph's second output, `scene_score` ({rule.details.get('method')}), is high "
+         f"for photos like the training scenes. Below {rule.threshold:.4g} the tool labels a "
+         f"photo `unknown` (\"unknown: not a scene\"). The threshold keeps "
+         f"{rule.details.get('scenes_kept', 0):.1%} of the validation split's scene photos "
+         f"(target {rule.details.get('keep', 0):.0%}); it was fitted on those only."), "",
+    ]
+    if "trained_on" in rule.details:
+        lines += [(f"The score is a logistic regression over the pooled activations of the "
+                   f"network's last layers ({', '.join(f'`{x}`' for x in rule.details['layers'])}"
+                   f"), trained on {rule.details['trained_on']}: outlier exposure on the "
+                   "frozen network."), ""]
+    sep = fitted.separation
+    if sep is not None:
+        roc_png = draw_roc(fitted, card_dir / "roc.png", f"{name}: scene score")
+        lines += [(f"Against {sep.n_others} photos that are not scenes, none of them learnt "
+                   f"from: AUROC **{sep.auroc:.3f}**, **{sep.others_rejected:.1%}** called "
+                   f"unknown at the threshold."), "", f"![ROC curve]({roc_png.name})", ""]
+    return lines
+
+
+def splice_sections(card: str, lines: list[str], before: str = "## Model file") -> str:
+    """`card` with its ## sections that `lines` also has replaced by those of `lines`;
+    sections new to it go in before the `before` heading (or at the end)."""
+    new = "\n".join(lines).rstrip() + "\n\n"
+    titles = re.findall(r"^## .+$", new, flags=re.M)
+    for title in titles:
+        card = re.sub(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", "", card, flags=re.M | re.S)
+    at = card.find(f"\n{before}\n")
+    if at < 0:
+        return card.rstrip() + "\n\n" + new.rstrip() + "\n"
+    return card[:at + 1] + new + card[at + 1:]
