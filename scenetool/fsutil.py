@@ -178,7 +178,8 @@ def fsync_dir(folder: str | os.PathLike) -> None:
 @contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `target` to write; on a clean exit it is synced and
-    renamed to `target` (replacing it). On an exception the temporary file is removed.
+    renamed to `target` (replacing it). On an exception the temporary file is removed;
+    what a killed scenetool left beside `target` is removed before writing.
 
     A target that exists and is not a regular file (a device such as /dev/stdout or
     /dev/full, a FIFO) is written to directly: renaming over it would replace the device
@@ -193,6 +194,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     if mode is not None and not stat.S_ISREG(mode):
         yield target
         return
+    remove_leftovers(target.parent)
     temp = temp_beside(target, suffix)
     try:
         yield temp

@@ -49,3 +49,29 @@ def test_temporary_names_do_not_collide(tmp_path):
     # Short and fixed: it fits beside a 255-byte name (the most a name can have).
     long_target = tmp_path / ("n" * 251 + ".jpg")
     assert len(temp_beside(long_target).name) < 40
+
+
+def test_what_a_killed_writer_left_is_removed_by_the_next_write_beside_it(tmp_path):
+    """A writer killed mid-file (SIGKILL: no cleanup runs) leaves its temporary file; the
+    next atomic write in that folder removes it, but not one a live process is writing."""
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "sheet.html"
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal\n"
+        "from scenetool.fsutil import atomic_path\n"
+        f"with atomic_path({str(target)!r}) as temp:\n"
+        "    temp.write_text('<html>half')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")])
+    assert killed.returncode == -signal.SIGKILL
+    (left,) = [p.name for p in tmp_path.iterdir()]
+    assert left.startswith(".scenetool-") and left.endswith(".part")
+    live = temp_beside(target)  # this process's own: still being written
+    live.write_text("in progress")
+
+    write_text(target, "<html>whole</html>")
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "sheet.html"])
+    assert target.read_text() == "<html>whole</html>"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -237,6 +238,9 @@ def test_watch_classifies_photos_copied_in_once_each_after_they_are_complete(tmp
         assert stored[str(folder / "day2" / name)] == source.stat().st_size
         assert xmp.read(str(folder / "day2" / f"{name}.xmp"))["label"] == labels[name][0]
     assert "4 image(s): 4 classified, 0 already in the store" in err
+    # the time was mostly spent waiting for photos: no images/s, which would say nothing
+    assert re.search(rf"Run \d+ in {re.escape(str(db))} \(watched for [\d.]+ s\)\.", err), err
+    assert "images/s" not in err
     assert "4 photo(s), sidecars: 4 created, 0 failed." in err
     assert err.rstrip().endswith("stopped watching (Ctrl-C)")
 

@@ -140,16 +140,16 @@ def command(ctx: click.Context, paths: tuple[str, ...], recursive: bool, top_k: 
                 sys.exit(130)
             if table:
                 table.flush()
-            _finish(results, model, paths, store, started, to_stdout, out, err, tagger)
+            _finish(results, model, paths, store, started, to_stdout, out, err, tagger, watch)
             say(err, "stopped watching (Ctrl-C)", "yellow")
             sys.exit(130)
         except FolderGone as exc:
             if table:
                 table.flush()
-            _finish(results, model, paths, store, started, to_stdout, out, err, tagger)
+            _finish(results, model, paths, store, started, to_stdout, out, err, tagger, watch)
             say(err, f"Error: {exc}", "red")
             sys.exit(1)
-    _finish(results, model, paths, store, started, to_stdout, out, err, tagger)
+    _finish(results, model, paths, store, started, to_stdout, out, err, tagger, watch)
     if results.tally.failed or results.tally.walk.errors or (tagger and tagger.tally.failed):
         sys.exit(1)
 
@@ -212,11 +212,11 @@ def _tag(tagger, row, err: Console) -> None:
 
 
 def _finish(results, model, paths, store, started: float, to_stdout: bool, out: Console,
-            err: Console, tagger) -> None:
+            err: Console, tagger, watched: bool) -> None:
     """The summary tables and lines, after a run or when a watch ends."""
     seconds = time.perf_counter() - started
     _print_summary(results, model.labels, paths, store.path, seconds,
-                   err if to_stdout else out, err)
+                   err if to_stdout else out, err, watched)
     if tagger:
         from scenetool.cli.tag import tally_line
 
@@ -270,8 +270,9 @@ def _progress(err: Console, quiet: bool) -> Iterator[_Progress | None]:
 
 
 def _print_summary(job, labels, paths, store_path, seconds: float, tables: Console,
-                   err: Console) -> None:
-    """The per-class table (on `tables`) and the one-line summary on stderr."""
+                   err: Console, watched: bool) -> None:
+    """The per-class table (on `tables`) and the one-line summary on stderr. A watch's
+    time is mostly waiting for photos, so it gets no images/s."""
     from scenetool.outputs.table import emit, tally_table
 
     tally = job.tally
@@ -285,8 +286,9 @@ def _print_summary(job, labels, paths, store_path, seconds: float, tables: Conso
         f"{tally.total} image(s): {tally.classified} classified, "
         f"{tally.reused} already in the store (--force redoes them), {tally.failed} failed"
         + "".join(f"; {note}" for note in notes)
-        + f". Run {job.run_id} in {store_path} ({seconds:.1f} s, "
-        f"{tally.classified / max(seconds, 1e-9):.0f} images/s).")
+        + f". Run {job.run_id} in {store_path} "
+        + (f"(watched for {seconds:.1f} s)." if watched else
+           f"({seconds:.1f} s, {tally.classified / max(seconds, 1e-9):.0f} images/s)."))
     say(err, summary)
 
 
