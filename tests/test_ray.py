@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from itertools import count
 from pathlib import Path
 
 import pytest
@@ -285,6 +286,7 @@ def test_ctrl_c_keeps_what_was_done_and_shuts_its_ray_down(ray_cluster, tmp_path
         time.sleep(0.05)
     its_ray.update(descendants(proc.pid))
     proc.send_signal(signal.SIGINT)
+    gone = poll_ends(its_ray, proc)  # the order its processes ended in
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (proc.returncode, err[-2000:])
     assert "Traceback" not in err
@@ -292,13 +294,62 @@ def test_ctrl_c_keeps_what_was_done_and_shuts_its_ray_down(ray_cluster, tmp_path
     assert 0 < kept < n
     assert err.strip().splitlines()[-1] == f"interrupted: {kept} results kept in run 1 of {db}"
     assert any("raylet" in command for command in its_ray.values())
-    deadline = time.time() + 30
-    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in its_ray):
-        time.sleep(0.2)
-    assert not [its_ray[pid] for pid in its_ray if Path(f"/proc/{pid}").exists()]
+    assert not [its_ray[pid] for pid in its_ray if pid not in gone]
+    # Its autoscaler monitor was stopped first: stopped after the GCS, it would hang a
+    # second reporting to the stopped GCS before Ray killed it (see local_ray).
+    monitor, gcs = (next(pid for pid, command in its_ray.items() if name in command)
+                    for name in ("autoscaler/_private/monitor.py", "gcs_server"))
+    assert gone[monitor] <= gone[gcs]
     resumed = invoke("classify", str(photos), "--store", str(db), "-q")
     assert (f"{n} image(s): {n - kept} classified, {kept} already in the store"
             in " ".join(resumed.output.split()))
+
+
+def poll_ends(pids: dict[int, str], proc: subprocess.Popen, limit: float = 150) -> dict[int, int]:
+    """pid -> the round of a 10 ms poll in which each of `pids` was found gone, until all
+    are gone and `proc` has exited (or `limit` seconds pass)."""
+    gone: dict[int, int] = {}
+    deadline = time.time() + limit
+    for poll in count():
+        gone.update((pid, poll) for pid in pids
+                    if pid not in gone and not Path(f"/proc/{pid}").exists())
+        if (len(gone) == len(pids) and proc.poll() is not None) or time.time() > deadline:
+            return gone
+        time.sleep(0.01)
+    raise AssertionError("unreachable")
+
+
+def test_tasks_carry_several_batches_yet_commit_one_at_a_time(ray_cluster, tmp_path):
+    """A Ray task classifies several batches (fewer tasks: less overhead for the driver,
+    the raylet and the actors), yet results reach the store a batch per transaction, as
+    with the local engine, and are the local engine's results."""
+    from scenetool.engines.ray import rows_per_task
+
+    photos = tmp_path / "photos"
+    make_photos(photos, 96)
+    settings = Settings(batch_size=4)
+    assert rows_per_task(96, 4, 2) == 12  # this run's tasks carry three batches
+    db = tmp_path / "s.db"
+    at_first_row: list[int] = []
+    with Store(db) as store:
+        job = run_job([str(photos)], store, settings, workers=2,
+                      on_first_row=lambda: at_first_row.append(stored(db)))
+        got = {row.path: (row.label, row.confidence) for row in store.rows(job.run_id)}
+    assert at_first_row == [4]  # one batch committed, not a task's three
+    local = ClassifyJob(open_model(), None, [str(photos)], settings)
+    expected = {row.path: (row.label, row.confidence) for row in local}
+    assert got.keys() == expected.keys() and len(got) == 96
+    for path, (label, confidence) in expected.items():
+        assert got[path][0] == label and abs(got[path][1] - confidence) <= 1e-5, path
+
+
+def test_rows_per_task():
+    from scenetool.engines.ray import rows_per_task
+
+    assert rows_per_task(7335, 32, 2) == 128  # four batches a task
+    assert rows_per_task(1000, 32, 2) == 96  # fewer, to give each actor four tasks
+    assert rows_per_task(100, 32, 2) == 32  # never under a batch
+    assert rows_per_task(100, 32, 0) == 32
 
 
 def test_workers_option(ray_cluster, tmp_path):
