@@ -169,7 +169,9 @@ def test_classify_calls_photos_below_the_threshold_unknown(tmp_path, scored_mode
     assert _labels(result) == {"red.jpg": "red", "blue.jpg": "blue", "grey.jpg": "unknown"}
     table = _invoke("classify", str(photos), "--model", str(scored_model), "--force")
     line = next(x for x in table.stdout.splitlines() if "grey.jpg" in x)
-    assert "unknown" in line and "unknown: not a scene" in line
+    # the closest scene is named, with the confidence the table shows
+    assert line.split()[1:] == ["unknown", "71.2%", "unknown:", "not", "a", "scene;", "green",
+                                "71.2%"], line
     assert not any("not a scene" in x for x in table.stdout.splitlines() if "red.jpg" in x)
     summary = next(x for x in table.stdout.splitlines() if x.strip().startswith("unknown"))
     assert summary.split()[:2] == ["unknown", "1"]

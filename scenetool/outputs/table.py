@@ -97,7 +97,9 @@ class ResultTable(ChunkedTable):
                 label, details = Text("failed", style="red"), plain(row.error, style="red")
             else:
                 label = plain(row.label or "", style="yellow" if row.label == UNKNOWN else "")
-                details = plain(", ".join(f"{lab} {p:.1%}" for lab, p in row.top_k[1:]))
+                # an unknown still names the scene it is closest to: its confidence is that one's
+                closest = 0 if row.label == UNKNOWN else 1
+                details = plain(", ".join(f"{lab} {p:.1%}" for lab, p in row.top_k[closest:]))
                 if row.not_scene:
                     details = Text("; ").join([Text(NOT_A_SCENE, style="yellow"), details]) \
                         if details else Text(NOT_A_SCENE, style="yellow")
