@@ -320,6 +320,11 @@ class Store:
         except sqlite3.Error as exc:
             self._rollback()
             raise self._write_error(exc) from None
+        except BaseException:
+            # Ctrl-C mid-batch: the batch is not kept, so it must not be counted as kept
+            # either (left open, this connection would see its rows until it closed)
+            self._rollback()
+            raise
 
     def _read(self, sql: str, params: Iterable = ()) -> Iterator[tuple]:
         """The rows of a query; a damaged store is a StoreError at any row."""

@@ -193,6 +193,36 @@ def test_a_batch_that_cannot_be_written_is_rolled_back_whole(tmp_path):
                                                                   ("/p/good.jpg", True)]
 
 
+class _CtrlCAfterInsert:
+    """A store connection that is interrupted (Ctrl-C) after a batch's rows are inserted,
+    before its COMMIT."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+    def executemany(self, sql, rows):
+        self._db.executemany(sql, rows)
+        raise KeyboardInterrupt
+
+
+def test_a_batch_interrupted_before_its_commit_is_neither_kept_nor_counted(tmp_path):
+    """What `classify` says it kept after Ctrl-C (store.count) is what the store keeps."""
+    row = ("/p/{}.jpg", 1, 1.0, "red", 0.5, None, None)
+    with Store(tmp_path / "s.db") as store:
+        run = store.start_run("m", "m.onnx", {})
+        store.add_results(run, [(row[0].format(0), *row[1:])])
+        real, store.db = store.db, _CtrlCAfterInsert(store.db)
+        with pytest.raises(KeyboardInterrupt):
+            store.add_results(run, [(row[0].format(i), *row[1:]) for i in (1, 2)])
+        store.db = real
+        assert store.count(run) == 1
+    with Store(tmp_path / "s.db") as again:
+        assert again.count(run) == 1
+
+
 def test_the_default_store_is_in_the_user_config_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("SCENETOOL_STORE")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
