@@ -260,6 +260,24 @@ def test_a_killed_actor_loses_and_repeats_nothing(ray_cluster, tmp_path):
         os.kill(killed[0], 0)
 
 
+def test_a_sigterm_while_its_ray_stops_does_not_turn_the_exit_code(tmp_path):
+    """Ray's head node would answer a SIGTERM reaching the driver during teardown by
+    draining and exiting 1; a run ending with 130 (Ctrl-C) must still end with 130."""
+    script = (
+        "import os, signal, sys\n"
+        "from scenetool.engines import ray as engine\n"
+        "with engine.local_ray(1) as ray:\n"
+        "    shutdown = ray.shutdown\n"
+        "    def shutdown_signalled():\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        shutdown()\n"
+        "    ray.shutdown = shutdown_signalled\n"
+        "    sys.exit(130)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 130, done.stderr[-2000:]
+
+
 def stored(db: Path) -> int:
     try:
         with sqlite3.connect(db, timeout=5) as conn:

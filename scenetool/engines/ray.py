@@ -20,9 +20,11 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -247,9 +249,29 @@ def local_ray(num_cpus: int) -> Iterator[Any]:
             _check_private(ray)
             yield ray
         finally:
-            _stop_autoscaler_monitor()
-            ray.shutdown()
+            with _sigterm_ignored():
+                _stop_autoscaler_monitor()
+                ray.shutdown()
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextmanager
+def _sigterm_ignored() -> Iterator[None]:
+    """SIGTERM ignored while the run's own Ray is torn down.
+
+    The local Ray's head node puts a SIGTERM handler into this process that drains the
+    node (up to a minute) and then exits with 1. A SIGTERM that reaches the driver while
+    Ray stops (seen in tests after Ctrl-C: exit 1 instead of 130, a minute late) would
+    turn a finished or interrupted run into a failed one; the process is ending anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _stop_autoscaler_monitor() -> None:
