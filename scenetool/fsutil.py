@@ -55,6 +55,19 @@ def remove_leftovers(folder: str | os.PathLike) -> list[str]:
     return removed
 
 
+_cleaned: set[str] = set()  # folders whose leftovers this process has removed
+
+
+def _remove_leftovers_once(folder: Path) -> None:
+    """remove_leftovers, once per folder and process: a process that has ended leaves no
+    new files, and listing a folder of photos for each sidecar written beside them would
+    make tagging quadratic."""
+    key = os.path.abspath(folder)
+    if key not in _cleaned:
+        remove_leftovers(key)
+        _cleaned.add(key)
+
+
 def process_alive(pid: int) -> bool:
     """Whether process `pid` runs on this machine (a zombie counts as ended)."""
     try:
@@ -194,7 +207,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     if mode is not None and not stat.S_ISREG(mode):
         yield target
         return
-    remove_leftovers(target.parent)
+    _remove_leftovers_once(target.parent)
     temp = temp_beside(target, suffix)
     try:
         yield temp
