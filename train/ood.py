@@ -200,6 +200,17 @@ def _const(name: str, value) -> object:
     return onnx.numpy_helper.from_array(np.asarray(value, np.float32), name)
 
 
+def _normalise_nodes(features: str, prefix: str, eps: str) -> list:
+    """`_normalise` as nodes: prefix + "x" = features / max(||features||, eps), per row."""
+    from onnx import helper
+
+    return [
+        helper.make_node("ReduceL2", [features], [prefix + "norm"], axes=[1], keepdims=1),
+        helper.make_node("Max", [prefix + "norm", eps], [prefix + "norm_safe"]),
+        helper.make_node("Div", [features, prefix + "norm_safe"], [prefix + "x"]),
+    ]
+
+
 def _probe_nodes(probe: Probe, p: str) -> tuple[list, list]:
     """Nodes and constants computing `probe.score` into SCORE_OUTPUT."""
     from onnx import helper
@@ -211,9 +222,7 @@ def _probe_nodes(probe: Probe, p: str) -> tuple[list, list]:
         nodes += [
             helper.make_node("GlobalAveragePool", [layer], [q + "pooled"]),
             helper.make_node("Flatten", [q + "pooled"], [q + "flat"], axis=1),
-            helper.make_node("ReduceL2", [q + "flat"], [q + "norm"], axes=[1], keepdims=1),
-            helper.make_node("Max", [q + "norm", p + "eps"], [q + "norm_safe"]),
-            helper.make_node("Div", [q + "flat", q + "norm_safe"], [q + "x"]),
+            *_normalise_nodes(q + "flat", q, p + "eps"),
             helper.make_node("MatMul", [q + "x", q + "w"], [q + "term"]),
         ]
         terms.append(q + "term")
@@ -267,10 +276,7 @@ def add_score(proto, method: str, *, temperature: float = 1.0,
                    _const(p + "eps", 1e-12), _const(p + "minus1", -1.0)]
         f = heads.features
         nodes += [
-            # x = f / max(||f||, eps)
-            helper.make_node("ReduceL2", [f], [p + "norm"], axes=[1], keepdims=1),
-            helper.make_node("Max", [p + "norm", p + "eps"], [p + "norm_safe"]),
-            helper.make_node("Div", [f, p + "norm_safe"], [p + "x"]),
+            *_normalise_nodes(f, p, p + "eps"),
             # distance to each class mean: (x - mu_c) P (x - mu_c), for all c at once
             helper.make_node("Unsqueeze", [p + "x", p + "axis1"], [p + "x3"]),
             helper.make_node("Sub", [p + "x3", p + "means"], [p + "diff"]),
