@@ -112,7 +112,15 @@ def model_input(decoded: np.ndarray, meta: ModelMeta) -> np.ndarray:
     return (decoded.astype(np.float32) * np.float32((high - low) / 255.0)) + np.float32(low)
 
 
-def ceiling_case(model: SceneModel, images: np.ndarray, batch_size: int) -> Case:
+def decoded_input(paths: Sequence[str], meta: ModelMeta, threads: int) -> np.ndarray:
+    """Every decodable path, decoded as `meta` says and ready for the model, in one array."""
+    decoded = np.empty((len(paths), *meta.image_size, 3), np.uint8)
+    ok = decode_into(paths, meta, threads, decoded)
+    return model_input(decoded[np.asarray(ok)], meta)
+
+
+def ceiling_case(model: SceneModel, images: np.ndarray, batch_size: int,
+                 name: str = "ceiling", title: str = "ceiling: model alone") -> Case:
     """The model alone on `images` (already float32, contiguous): slices cost no copy."""
     model.predict(images[:batch_size])  # warm-up: the first run allocates
 
@@ -123,8 +131,7 @@ def ceiling_case(model: SceneModel, images: np.ndarray, batch_size: int) -> Case
         seconds = time.perf_counter() - started
         return Sample(len(images) / seconds, seconds)
 
-    return Case("ceiling", f"ceiling: model alone, batch {batch_size}", "images/s", measure,
-                len(images))
+    return Case(name, f"{title}, batch {batch_size}", "images/s", measure, len(images))
 
 
 # -- cases that run a process ---------------------------------------------------------------

@@ -16,13 +16,13 @@ from itertools import count
 from pathlib import Path
 
 import click
-import numpy as np
 from rich.console import Console
 
-from bench import cases, photos, report
+from bench import cases, photos, previous, report
 from bench.cases import Case
 from bench.measure import REPO_ROOT, BenchError, child_env, python_module, run_command
 from scenetool.engines.common import Settings
+from scenetool.metadata import ModelMeta
 from scenetool.model import ModelError, SceneModel, find_model, open_model
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results.json"
@@ -48,6 +48,7 @@ class Plan:
     cache: Path
     out: Path
     quick: bool
+    previous: str  # the model the shipped one replaced: a git revision or a file
 
 
 @dataclass(frozen=True)
@@ -136,14 +137,34 @@ def heic_cases(plan: Plan, jpegs: list[str], workdir: Path) -> list[Case]:
             for (name, title), folder in zip(HEIC_CASES, folders, strict=True)]
 
 
-def in_process_cases(model: SceneModel, files: list[str], settings: Settings) -> list[Case]:
-    """Decode once (which also warms the page cache) to feed the ceiling, then both cases."""
-    decoded = np.empty((len(files), *model.meta.image_size, 3), np.uint8)
-    ok = cases.decode_into(files, model.meta, settings.decode_threads(), decoded)
-    images = cases.model_input(decoded[np.asarray(ok)], model.meta)
-    del decoded
-    return [cases.ceiling_case(model, images, settings.batch_size),
-            cases.decode_case(files, model.meta, settings.decode_threads())]
+def in_process_cases(model: SceneModel, files: list[str], settings: Settings,
+                     previous: SceneModel | str) -> list[Case]:
+    """Decode once (which also warms the page cache) to feed the ceilings, then the cases:
+    the model alone, decoding alone, and the previous model alone (or why it is skipped)."""
+    threads, batch = settings.decode_threads(), settings.batch_size
+    images = cases.decoded_input(files, model.meta, threads)
+    found = [cases.ceiling_case(model, images, batch),
+             cases.decode_case(files, model.meta, threads)]
+    title = "ceiling: previous model alone"
+    if isinstance(previous, str):
+        found.append(Case("ceiling_previous", title, "images/s", skipped=previous))
+        return found
+    if _decoding(previous.meta) != _decoding(model.meta):
+        images = cases.decoded_input(files, previous.meta, threads)
+    found.append(cases.ceiling_case(previous, images, batch, "ceiling_previous", title))
+    return found
+
+
+def _decoding(meta: ModelMeta) -> tuple:
+    return meta.image_size, meta.channel_order, meta.value_range, meta.resize
+
+
+def previous_model(spec: str, workdir: Path) -> SceneModel | str:
+    """The model the shipped one replaced, or why it cannot be measured."""
+    try:
+        return open_model(previous.fetch(spec, workdir / "previous.onnx"))
+    except (BenchError, ModelError) as exc:
+        return f"skipped: {exc}"
 
 
 def build_cases(plan: Plan, model: SceneModel, files: list[str], workdir: Path) -> list[Case]:
@@ -152,7 +173,7 @@ def build_cases(plan: Plan, model: SceneModel, files: list[str], workdir: Path) 
     folder = photos.link_tree(files, workdir / "photos")
     fivefold = photos.link_tree(files, workdir / "photos-x5", copies=5)
     found = startup_cases(plan.model_path, files[0], workdir)
-    found += in_process_cases(model, files, settings)
+    found += in_process_cases(model, files, settings, previous_model(plan.previous, workdir))
     found += [
         cases.classify_case("end_to_end", "end to end: scenetool classify", folder, n,
                             plan.model_path, workdir),
@@ -203,6 +224,7 @@ def document(plan: Plan, chosen: PhotoSet, model: SceneModel, by_name: dict[str,
         "machine": started,
         "settings": {
             "model": str(plan.model_path), "model_sha256": model.sha256,
+            "previous_model": plan.previous,
             "photos": chosen.source, "images": len(chosen.files), "note": chosen.note,
             "repeats": plan.repeats, "quick": plan.quick, "limit": plan.limit,
             "phone_photos": plan.phone_count, "heic_photos": plan.heic_count,
@@ -235,11 +257,15 @@ def document(plan: Plan, chosen: PhotoSet, model: SceneModel, by_name: dict[str,
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where phone photos are kept between runs. Default: "
                    "~/.cache/scenetool-bench.")
+@click.option("--previous", "previous_opt", metavar="REV|FILE", default=previous.PREVIOUS_REV,
+              help="The model the shipped one replaced, timed beside it: a git revision "
+                   "(its scenetool/models/scenes.onnx) or a file. Default: the model "
+                   "before issue 10's retraining.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
               show_default=True, help="Where to write the results as JSON.")
 def main(model_opt: str | None, photos_opt: str | None, quick: bool, repeats: int | None,
          limit: int | None, phone_count: int | None, heic_count: int | None,
-         cache: Path | None, out: Path) -> None:
+         cache: Path | None, previous_opt: str, out: Path) -> None:
     """Measure scenetool against its ceilings and print one table with the targets."""
     try:
         model_path = find_model(model_opt).resolve()
@@ -252,7 +278,7 @@ def main(model_opt: str | None, photos_opt: str | None, quick: bool, repeats: in
                 (QUICK_PHONE_COUNT if quick else PHONE_COUNT),
                 heic_count if heic_count is not None else
                 (QUICK_PHONE_COUNT if quick else HEIC_COUNT),
-                cache or photos.default_cache(), out, quick)
+                cache or photos.default_cache(), out, quick, previous_opt)
     started = report.machine()
     with tempfile.TemporaryDirectory(prefix="scenetool-bench-") as tmp:
         workdir = Path(tmp)
