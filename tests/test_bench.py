@@ -12,16 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, make_image, python_env
-
 import pytest
+from conftest import ROOT, make_image, python_env
 
 from bench import photos, previous
 from bench.measure import BenchError
 from scenetool.model import open_model
 
 CASES = {
-    "ceiling", "ceiling_previous", "decode", "end_to_end", "naive", "phone_end_to_end", "phone_naive",
+    "ceiling", "ceiling_previous", "decode", "end_to_end", "naive", "phone_end_to_end",
+    "phone_naive",
     "memory_1x", "memory_5x", "startup_version", "startup_info", "startup_classify_one",
     "phone_heic_jpeg", "phone_heic", "phone_heic_full",
     "local_5x", "ray_5x",

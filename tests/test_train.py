@@ -331,8 +331,18 @@ def test_export_writes_checked_model_and_card(exported):
     text = card.read_text()
     for needle in ("](confusion.png)", "](curves.png)", "](spotcheck.png)", "| forest |",
                    "ms per image", "label smoothing 0.1", "`other`", "`missing`: skipped",
-                   "](calibration.png)", "## Not a scene", "`scene_score`"):
+                   "](calibration.png)", "## Not a scene", "`scene_score`",
+                   "exponential moving average of every weight, decay 0.9,",
+                   "fastest epoch of each image size times its epochs) about"):
         assert needle in text, needle
+
+
+def test_the_quiet_training_time_counts_each_epoch_at_its_sizes_fastest():
+    from train.card import quiet_seconds
+
+    history = {"image_size": [64, 64, 96, 96, 96], "seconds": [90, 250, 300, 140, 900]}
+    assert quiet_seconds(history) == 90 * 2 + 140 * 3
+    assert quiet_seconds({}) is None
 
 
 def test_card_accuracy_is_what_scenetool_evaluate_measures(work, fitted, exported):

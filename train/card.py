@@ -89,10 +89,37 @@ def recipe_section(res: ExportResult) -> list[str]:
         f"- Augmentation (training only, in the input pipeline): {'; '.join(augmentations(cfg))}",
         f"- Early stopping patience: {cfg.patience or 'off'}; seed {cfg.seed}",
     ]
+    if cfg.ema:
+        lines.append(f"- Weight average: an exponential moving average of every weight, decay "
+                     f"{cfg.ema:g}, kept beside the run (`--checkpoint ema` exports it)")
     if "seconds" in state:
         lines.append(f"- Training time: {_duration(state['seconds'])} "
-                     f"(sum of epoch wall times)")
+                     f"(sum of epoch wall times){_quiet_note(res.run.path, os.cpu_count())}")
     return lines + [""]
+
+
+def quiet_seconds(history: dict[str, list[float]]) -> float | None:
+    """What the run would take alone on the machine: the fastest epoch of each image size,
+    times that size's epochs. Epoch times grow with whatever else shares the cores, so the
+    plain sum says more about the machine's other work than about the recipe."""
+    sizes, seconds = history.get("image_size", []), history.get("seconds", [])
+    if not sizes or len(sizes) != len(seconds):
+        return None
+    fastest: dict[float, float] = {}
+    for size, s in zip(sizes, seconds, strict=True):
+        fastest[size] = min(s, fastest.get(size, s))
+    return sum(fastest[size] for size in sizes)
+
+
+def _quiet_note(run: Path, cores: int | None) -> str:
+    from train.plots import read_history
+
+    quiet = quiet_seconds(read_history(run))
+    if quiet is None:
+        return ""
+    cpu = f", so about {_duration(quiet * cores)} of CPU time" if cores else ""
+    return (f"; alone on this machine ({cores} cores, fastest epoch of each image size times "
+            f"its epochs) about {_duration(quiet)}{cpu}")
 
 
 def _size_note(res: ExportResult) -> list[str]:
