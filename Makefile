@@ -57,10 +57,14 @@ EXPORT_ARGS ?= --checkpoint last --image-size 172
 OOD ?= $(wildcard ../shared/data/ood-dev)
 OOD_ARG := $(if $(OOD),--negatives $(OOD) --others $(OOD),)
 
+# Every candidate model measured so far (python -m train candidates), for the card's table.
+CANDIDATES ?= $(wildcard exported/candidates.json)
+CANDIDATES_ARG := $(if $(CANDIDATES),--candidates $(CANDIDATES),)
+
 # Writes into the run's own folder (runs/$(RUN)/export/); the shipped model is untouched.
 export: install
-	$(PY) -m train export $(RUN) $(EXPORT_ARGS) $(OOD_ARG) --card runs/$(RUN)/export/MODEL.md \
-		--compare-runs seed-dense,seed-cnn
+	$(PY) -m train export $(RUN) $(EXPORT_ARGS) $(OOD_ARG) $(CANDIDATES_ARG) \
+		--card runs/$(RUN)/export/MODEL.md --compare-runs seed-dense,seed-cnn
 
 # The one step that replaces the shipped model (scenetool/models/scenes.onnx), its card,
 # figures and split (exported/) with runs/$(RUN)/export/; it says what it replaced.
