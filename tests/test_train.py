@@ -86,7 +86,7 @@ def fitted(work) -> dict:
     epoch 1's checkpoint and state were written, then continued with --resume."""
     args = ["fit", "--arch", "tiny", "--data", work["data"], "--runs", work["runs"],
             "--name", "tiny", "--image-size", SIZE, "--epochs", 2, "--batch-size", BATCH,
-            "--no-jit", "--patience", 0, "--ema", 0.9]
+            "--no-jit", "--patience", 0, "--ema", 0.9, "--swa-from", 1]
     write_json = fit_mod._write_json
 
     def stop_after_first_epoch(path: Path, obj) -> None:
@@ -101,9 +101,19 @@ def fitted(work) -> dict:
     after_interrupt = {"exit_code": interrupted.exit_code, "output": interrupted.output,
                        "state": json.loads((run / "state.json").read_text()),
                        "epochs": _history_epochs(run),
-                       "metrics": (run / "metrics.json").exists()}
+                       "metrics": (run / "metrics.json").exists(),
+                       "epoch_1_weights": _weights(run / "last.keras"),
+                       "swa_files": sorted(p.name for p in run.glob("swa*"))}
     resumed = _invoke(["fit", "--name", "tiny", "--runs", work["runs"], "--resume"], work["env"])
     return {"run": run, "interrupted": after_interrupt, "resumed": resumed}
+
+
+def _weights(path: Path) -> list[np.ndarray]:
+    import keras
+
+    import train.schedule  # noqa: F401
+
+    return keras.models.load_model(path, compile=False).get_weights()
 
 
 def test_summary_prints_table_and_draws_chart(work):
@@ -165,6 +175,51 @@ def test_fit_keeps_the_weight_average(fitted):
     assert [w.shape for w in averaged.get_weights()] == [w.shape for w in last.get_weights()]
     assert any(not np.allclose(a, b) for a, b in zip(averaged.get_weights(),
                                                       last.get_weights(), strict=True))
+
+
+def test_the_epoch_average_is_the_mean_of_each_epochs_weights_across_a_resume(fitted):
+    run, stopped = fitted["run"], fitted["interrupted"]
+    # Killed after epoch 1's state.json: its mean is kept, and only its own.
+    assert stopped["swa_files"] == ["swa-epoch-1.npz", "swa.keras"]
+    assert stopped["state"]["swa_epochs"] == 1
+    state = json.loads((run / "state.json").read_text())
+    assert state["swa_epochs"] == 2
+    assert sorted(p.name for p in run.glob("swa*")) == ["swa-epoch-2.npz", "swa.keras"]
+    averaged, last = _weights(run / "swa.keras"), _weights(run / "last.keras")
+    for avg, first, second in zip(averaged, stopped["epoch_1_weights"], last, strict=True):
+        assert np.allclose(avg, (first + second) / 2, atol=1e-6)
+    assert any(not np.allclose(a, b) for a, b in zip(averaged, last, strict=True))
+    with (run / "history.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [0.0 <= float(r["swa_val_accuracy"]) <= 1.0 for r in rows] == [True, True]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["swa_from"], metrics["swa_epochs"]) == (1, 2)
+
+
+def test_a_run_killed_between_its_epoch_average_and_its_state_resumes_the_older_mean(tmp_path):
+    import keras
+
+    from train.swa import EpochAverage
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    shapes = [w.shape for w in model.get_weights()]
+    average = EpochAverage()
+    for epoch, value in ((1, 1.0), (2, 3.0)):
+        model.set_weights([np.full(s, value, np.float32) for s in shapes])
+        average.add(model, epoch)
+        average.save(tmp_path)  # killed before state.json says epoch 2: it still says 1
+    assert [w[0].item() for w in average.mean] == [2.0, 2.0]
+
+    resumed = EpochAverage.resume(tmp_path, epochs_done=1)
+    assert (resumed.epochs, resumed.last) == (1, 1)
+    assert [w.ravel()[0] for w in resumed.mean] == [1.0, 1.0]
+    model.set_weights([np.full(s, 7.0, np.float32) for s in shapes])
+    resumed.add(model, 2)  # epoch 2 again, trained anew
+    assert [w.ravel()[0] for w in resumed.mean] == [4.0, 4.0]
+    resumed.save(tmp_path)
+    resumed.forget_older(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["swa-epoch-2.npz"]
+    assert EpochAverage.resume(tmp_path, epochs_done=0).mean is None
 
 
 def test_weight_average_update(tmp_path):

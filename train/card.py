@@ -92,6 +92,10 @@ def recipe_section(res: ExportResult) -> list[str]:
     if cfg.ema:
         lines.append(f"- Weight average: an exponential moving average of every weight, decay "
                      f"{cfg.ema:g}, kept beside the run (`--checkpoint ema` exports it)")
+    if cfg.swa_from:
+        lines.append(f"- Epoch average (SWA): the mean of the weights at the end of every epoch "
+                     f"from epoch {cfg.swa_from} on, BatchNorm statistics included "
+                     f"(`--checkpoint swa` exports it)")
     if "seconds" in state:
         lines.append(f"- Training time: {_duration(state['seconds'])} "
                      f"(sum of epoch wall times){_quiet_note(res.run.path, os.cpu_count())}")

@@ -147,11 +147,14 @@ def summary(data_dir: str, split_path: str | None, runs: str, png: str | None) -
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               metavar="DECAY", help="Keep an exponential moving average of the weights "
               "(ema.keras; e.g. 0.999); 0 off.")
+@click.option("--swa-from", type=click.IntRange(0), default=0, show_default=True,
+              metavar="EPOCH", help="Also keep the mean of the weights at the end of every "
+              "epoch from EPOCH on (swa.keras); 0 off.")
 @click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
 def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, image_size: str,
         epochs: int | None, batch_size: int, lr: float, weight_decay: float, warmup: float,
         label_smoothing: float, mixup: float, cutmix: float, patience: int, seed: int,
-        jit: bool, max_train: int, ema: float, resume: bool) -> None:
+        jit: bool, max_train: int, ema: float, swa_from: int, resume: bool) -> None:
     """Train a model from the zoo; every epoch is checkpointed, so --resume can continue.
 
     \b
@@ -174,7 +177,8 @@ def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, 
                     split=split_path, phases=phases, batch=batch_size, lr=lr,
                     weight_decay=weight_decay, warmup_epochs=warmup,
                     label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix,
-                    patience=patience, seed=seed, jit=jit, max_train=max_train, ema=ema)
+                    patience=patience, seed=seed, jit=jit, max_train=max_train, ema=ema,
+                    swa_from=swa_from)
     try:
         metrics = run_fit(cfg, resume=resume)
     except data_mod.DataError as exc:
@@ -252,10 +256,10 @@ def _size_option(f):
 
 
 def _checkpoint_option(f):
-    return click.option("--checkpoint", type=click.Choice(["best", "last", "ema"]),
+    return click.option("--checkpoint", type=click.Choice(["best", "last", "ema", "swa"]),
                         default="best", show_default=True,
-                        help="Which checkpoint of the run (ema: the weight average of a "
-                             "run fitted with --ema).")(f)
+                        help="Which checkpoint of the run (ema, swa: the weight averages of "
+                             "a run fitted with --ema, --swa-from).")(f)
 
 
 def _data_option(f):

@@ -60,6 +60,11 @@ class WeightAverage(keras.callbacks.Callback):
         """A copy of `model` (uncompiled) holding the averaged weights."""
         if self.shadow is None:
             raise ValueError("no weights averaged yet")
-        copy = keras.models.clone_model(model)
-        copy.set_weights(self.shadow)
-        return copy
+        return with_weights(model, self.shadow)
+
+
+def with_weights(model: keras.Model, weights: list[np.ndarray]) -> keras.Model:
+    """A copy of `model` (uncompiled) holding `weights`."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(weights)
+    return copy

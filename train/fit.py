@@ -52,6 +52,7 @@ class FitConfig:
     cache_dir: str = ""
     max_train: int = 0  # use only N training images, a seeded sample (smoke runs); 0 = all
     ema: float = 0.0  # decay of the weight average kept as ema.keras (train.ema); 0 = off
+    swa_from: int = 0  # average the end-of-epoch weights from this epoch on (train.swa); 0 = off
 
     @property
     def epochs(self) -> int:
@@ -98,7 +99,7 @@ def parse_phases(text: str, epochs: int | None) -> list[tuple[int, int]]:
 
 
 HISTORY_FIELDS = ["epoch", "image_size", "loss", "accuracy", "val_loss", "val_accuracy",
-                  "lr", "seconds", "ema_val_accuracy"]
+                  "lr", "seconds", "ema_val_accuracy", "swa_val_accuracy"]
 
 
 def _lr_schedule(cfg: FitConfig, steps_per_epoch: int):
@@ -245,6 +246,11 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         average = WeightAverage(cfg.ema)
         average.start(model, run / EMA_CHECKPOINT if resume else None)
         callbacks.append(average)
+    swa = None
+    if cfg.swa_from:
+        from train.swa import SWA_CHECKPOINT, EpochAverage
+
+        swa = EpochAverage.resume(run, state["epochs_done"])
     history_path = run / "history.csv"
     _start_history(history_path, state["epochs_done"])
 
@@ -269,10 +275,19 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
             averaged = average.averaged(model)
             row["ema_val_accuracy"] = state["ema_val_accuracy"] = _accuracy(averaged, val_ds)
             _save(averaged, run / EMA_CHECKPOINT)
+        if swa is not None and epoch + 1 >= cfg.swa_from:
+            swa.add(model, epoch + 1)
+            swa.save(run)
+            averaged = swa.averaged(model)
+            row["swa_val_accuracy"] = state["swa_val_accuracy"] = _accuracy(averaged, val_ds)
+            state["swa_epochs"] = swa.epochs
+            _save(averaged, run / SWA_CHECKPOINT)
         print(f"epoch {epoch + 1}/{cfg.epochs} at {size}px: loss {row['loss']:.3f}, accuracy "
               f"{row['accuracy']:.1%}, validation loss {row['val_loss']:.3f}, accuracy "
               f"{row['val_accuracy']:.1%}"
               + (f", weight average {row['ema_val_accuracy']:.1%}" if average else "")
+              + (f", epoch average {row['swa_val_accuracy']:.1%}" if "swa_val_accuracy" in row
+                 else "")
               + f" ({seconds:.0f} s)", file=sys.stderr)
         with history_path.open("a", newline="") as f:
             csv.DictWriter(f, HISTORY_FIELDS).writerow(row)
@@ -284,6 +299,8 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
             state["best_epoch"] = epoch + 1
             _save(model, run / "best.keras")
         _write_json(state_path, state)
+        if swa is not None:
+            swa.forget_older(run)  # the state now counts the newest mean
         if cfg.patience and state["epochs_done"] - state["best_epoch"] >= cfg.patience:
             print(f"early stop: no better validation accuracy in {cfg.patience} epochs",
                   file=sys.stderr)
@@ -297,6 +314,8 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         "best_val_accuracy": state["best_val_accuracy"],
         "train_seconds": round(state["seconds"], 1),
         **({"ema": cfg.ema, "ema_val_accuracy": state.get("ema_val_accuracy")} if cfg.ema else {}),
+        **({"swa_from": cfg.swa_from, "swa_epochs": state.get("swa_epochs"),
+            "swa_val_accuracy": state.get("swa_val_accuracy")} if cfg.swa_from else {}),
         "n_train": len(split.train),
         "n_val": len(split.val),
         "classes": list(folder.classes),
