@@ -334,6 +334,7 @@ def exported(work, fitted) -> dict:
     card = out.parent / "MODEL.md"
     elsewhere = work["tmp"] / "elsewhere"
     elsewhere.mkdir()
+    (fitted["run"] / "NOTES.md").write_text("Stopped at epoch 1 and resumed.\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(elsewhere)
         result = _invoke(["export", "tiny", "--runs", work["runs"], "--card", card,
@@ -388,7 +389,8 @@ def test_export_writes_checked_model_and_card(exported):
                    "ms per image", "label smoothing 0.1", "`other`", "`missing`: skipped",
                    "](calibration.png)", "## Not a scene", "`scene_score`",
                    "exponential moving average of every weight, decay 0.9,",
-                   "fastest epoch of each image size times its epochs) about"):
+                   "fastest epoch of each image size times its epochs) about",
+                   "## Notes on this run\n\nStopped at epoch 1 and resumed.\n\n## Validation"):
         assert needle in text, needle
 
 

@@ -126,6 +126,18 @@ def _quiet_note(run: Path, cores: int | None) -> str:
             f"its epochs) about {_duration(quiet)}{cpu}")
 
 
+RUN_NOTES = "NOTES.md"
+
+
+def run_notes(run: Path) -> list[str]:
+    """What the run's folder says about how the run went (its NOTES.md), for what the
+    config cannot say: a run stopped and resumed with other settings, say."""
+    path = run / RUN_NOTES
+    if not path.is_file():
+        return []
+    return ["## Notes on this run", "", path.read_text(encoding="utf-8").strip(), ""]
+
+
 def _size_note(res: ExportResult) -> list[str]:
     """Why the model runs at another size than it last trained at, when it does."""
     trained = res.run.cfg.phases[-1][0]
@@ -135,7 +147,7 @@ def _size_note(res: ExportResult) -> list[str]:
              f"than whole images do; it is exported at {res.image_size} px because it scores "
              "best on whole images a little above its training size (the FixRes effect). The "
              "size was chosen on this validation split: `python -m train evaluate RUN "
-             "--checkpoint last --image-size N` gives the score at any N."), ""]
+             f"--checkpoint {res.checkpoint} --image-size N` gives the score at any N."), ""]
 
 
 def results_section(res: ExportResult, pngs: dict[str, Path], card_dir: Path) -> list[str]:
@@ -264,7 +276,8 @@ def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str]
         f"{', '.join(res.run.classes)}. Exported from run `{res.run.name}` on {created} by "
         f"`python -m train export`."), "",
     ]
-    lines = (head + data_section(res) + recipe_section(res) + results_section(res, pngs, card_dir)
+    lines = (head + data_section(res) + recipe_section(res) + run_notes(res.run.path)
+             + results_section(res, pngs, card_dir)
              + unknown_section(res, card_dir) + model_section(res, ms)
              + comparison_section(res, runs_dir, compare))
     if registry is not None:
