@@ -196,6 +196,63 @@ def test_the_epoch_average_is_the_mean_of_each_epochs_weights_across_a_resume(fi
     assert (metrics["swa_from"], metrics["swa_epochs"]) == (1, 2)
 
 
+def test_warm_restarts_start_every_cycle_at_the_peak_and_end_it_near_zero():
+    import keras
+
+    from train.schedule import WarmupCosine
+
+    schedule = WarmupCosine(1e-3, warmup=10, total=310, cycle=100)
+    lr = [float(schedule(step)) for step in range(310)]
+    assert lr[9] == pytest.approx(1e-3)  # the warm-up's end
+    assert [lr[10], lr[110], lr[210]] == [pytest.approx(1e-3)] * 3
+    assert [lr[60], lr[160], lr[260]] == [pytest.approx(5e-4)] * 3
+    assert max(lr[109], lr[209], lr[309]) < 1e-6
+    one = WarmupCosine(1e-3, warmup=10, total=310)  # no cycle: one cosine over the run
+    assert float(one(160)) == pytest.approx(5e-4) and float(one(309)) < 1e-6
+    saved = keras.optimizers.schedules.serialize(schedule)
+    again = keras.optimizers.schedules.deserialize(saved)
+    assert float(again(210)) == pytest.approx(1e-3)  # the cycle survives a save
+
+
+def test_a_second_stage_starts_from_the_first_stages_weights(work, fitted):
+    # With a learning rate of 0 no step moves a trainable weight, so the second stage ends
+    # with exactly the weights it started from.
+    args = ["fit", "--arch", "tiny", "--data", work["data"], "--runs", work["runs"],
+            "--name", "tiny-stage2", "--image-size", SIZE, "--epochs", 1,
+            "--batch-size", BATCH, "--no-jit", "--lr", 0, "--cycle", 1, "--warmup", 0,
+            "--init-from", fitted["run"] / "last.keras"]
+    result = _invoke(args, work["env"])
+    assert result.exit_code == 0, result.output
+    import keras
+
+    import train.schedule  # noqa: F401
+
+    def trainable(path: Path) -> list[np.ndarray]:
+        model = keras.models.load_model(path, compile=False)
+        return [np.asarray(w) for w in model.trainable_weights]
+
+    for start, end in zip(trainable(fitted["run"] / "last.keras"),
+                          trainable(work["runs"] / "tiny-stage2" / "last.keras"), strict=True):
+        np.testing.assert_array_equal(start, end)
+    config = json.loads((work["runs"] / "tiny-stage2" / "config.json").read_text())
+    assert (config["init_from"], config["cycle"]) == (str(fitted["run"] / "last.keras"), 1)
+
+
+@pytest.mark.parametrize("arch, source, message", [
+    ("tiny", "missing.keras", "--init-from {source}: no such checkpoint"),
+    ("scenenet", "tiny/last.keras", "--init-from {source}: its layers do not match this --arch"),
+])
+def test_a_second_stage_from_an_unusable_checkpoint_is_a_clean_error(work, fitted, arch,
+                                                                      source, message):
+    source = work["runs"] / source
+    result = _invoke(["fit", "--arch", arch, "--data", work["data"], "--runs", work["runs"],
+                      "--name", f"bad-{arch}", "--image-size", SIZE, "--epochs", 1,
+                      "--batch-size", BATCH, "--no-jit", "--init-from", source], work["env"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith(
+        "Error: " + message.format(source=source))
+
+
 def test_a_run_killed_between_its_epoch_average_and_its_state_resumes_the_older_mean(tmp_path):
     import keras
 

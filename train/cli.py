@@ -150,11 +150,18 @@ def summary(data_dir: str, split_path: str | None, runs: str, png: str | None) -
 @click.option("--swa-from", type=click.IntRange(0), default=0, show_default=True,
               metavar="EPOCH", help="Also keep the mean of the weights at the end of every "
               "epoch from EPOCH on (swa.keras); 0 off.")
+@click.option("--cycle", type=click.IntRange(0), default=0, show_default=True,
+              help="Restart the cosine learning rate every N epochs (warm restarts, for "
+              "--swa-from); 0: one cosine over the run.")
+@click.option("--init-from", type=click.Path(dir_okay=False), default="",
+              help="Start from the weights of this .keras checkpoint (a second stage), "
+              "not from random ones.")
 @click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
 def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, image_size: str,
         epochs: int | None, batch_size: int, lr: float, weight_decay: float, warmup: float,
         label_smoothing: float, mixup: float, cutmix: float, patience: int, seed: int,
-        jit: bool, max_train: int, ema: float, swa_from: int, resume: bool) -> None:
+        jit: bool, max_train: int, ema: float, swa_from: int, cycle: int, init_from: str,
+        resume: bool) -> None:
     """Train a model from the zoo; every epoch is checkpointed, so --resume can continue.
 
     \b
@@ -178,7 +185,7 @@ def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, 
                     weight_decay=weight_decay, warmup_epochs=warmup,
                     label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix,
                     patience=patience, seed=seed, jit=jit, max_train=max_train, ema=ema,
-                    swa_from=swa_from)
+                    swa_from=swa_from, cycle=cycle, init_from=init_from)
     try:
         metrics = run_fit(cfg, resume=resume)
     except data_mod.DataError as exc:

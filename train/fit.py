@@ -53,6 +53,8 @@ class FitConfig:
     max_train: int = 0  # use only N training images, a seeded sample (smoke runs); 0 = all
     ema: float = 0.0  # decay of the weight average kept as ema.keras (train.ema); 0 = off
     swa_from: int = 0  # average the end-of-epoch weights from this epoch on (train.swa); 0 = off
+    cycle: int = 0  # restart the cosine every this many epochs; 0 = one cosine over the run
+    init_from: str = ""  # a .keras file whose weights start the run (a second stage); "" = random
 
     @property
     def epochs(self) -> int:
@@ -106,7 +108,7 @@ def _lr_schedule(cfg: FitConfig, steps_per_epoch: int):
     from train.schedule import WarmupCosine
 
     return WarmupCosine(cfg.lr, int(cfg.warmup_epochs * steps_per_epoch),
-                        cfg.epochs * steps_per_epoch)
+                        cfg.epochs * steps_per_epoch, cfg.cycle * steps_per_epoch)
 
 
 def _build(cfg: FitConfig, num_classes: int, steps_per_epoch: int):
@@ -118,6 +120,8 @@ def _build(cfg: FitConfig, num_classes: int, steps_per_epoch: int):
     if fixed_size(cfg.arch) and len(sizes) > 1:
         raise FitError(f"{cfg.arch} flattens its features, so it trains at one image size only")
     model = make_model(cfg.arch, num_classes, cfg.phases[0][0] if fixed_size(cfg.arch) else None)
+    if cfg.init_from:
+        _load_start_weights(model, Path(cfg.init_from))
     optimizer = keras.optimizers.AdamW(
         learning_rate=_lr_schedule(cfg, steps_per_epoch), weight_decay=cfg.weight_decay)
     model.compile(
@@ -125,6 +129,21 @@ def _build(cfg: FitConfig, num_classes: int, steps_per_epoch: int):
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=["accuracy"], jit_compile=cfg.jit)
     return model
+
+
+def _load_start_weights(model, path: Path) -> None:
+    """Start from another run's weights (its optimizer state is not carried over)."""
+    import keras
+
+    import train.schedule  # noqa: F401 - registers the schedule for loading
+
+    if not path.is_file():
+        raise FitError(f"--init-from {path}: no such checkpoint")
+    source = keras.models.load_model(path)
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError as exc:
+        raise FitError(f"--init-from {path}: its layers do not match this --arch ({exc})") from exc
 
 
 def _write_json(path: Path, obj) -> None:
