@@ -214,15 +214,21 @@ def test_warm_restarts_start_every_cycle_at_the_peak_and_end_it_near_zero():
     assert float(again(210)) == pytest.approx(1e-3)  # the cycle survives a save
 
 
-def test_a_second_stage_starts_from_the_first_stages_weights(work, fitted):
-    # With a learning rate of 0 no step moves a trainable weight, so the second stage ends
-    # with exactly the weights it started from.
+@pytest.fixture(scope="module")
+def second_stage(work, fitted) -> Path:
+    """A 1-epoch second stage started from the `tiny` run's last weights, at learning rate 0."""
     args = ["fit", "--arch", "tiny", "--data", work["data"], "--runs", work["runs"],
             "--name", "tiny-stage2", "--image-size", SIZE, "--epochs", 1,
             "--batch-size", BATCH, "--no-jit", "--lr", 0, "--cycle", 1, "--warmup", 0,
-            "--init-from", fitted["run"] / "last.keras"]
+            "--patience", 0, "--init-from", fitted["run"] / "last.keras"]
     result = _invoke(args, work["env"])
     assert result.exit_code == 0, result.output
+    return work["runs"] / "tiny-stage2"
+
+
+def test_a_second_stage_starts_from_the_first_stages_weights(fitted, second_stage):
+    # With a learning rate of 0 no step moves a trainable weight, so the second stage ends
+    # with exactly the weights it started from.
     import keras
 
     import train.schedule  # noqa: F401
@@ -232,10 +238,56 @@ def test_a_second_stage_starts_from_the_first_stages_weights(work, fitted):
         return [np.asarray(w) for w in model.trainable_weights]
 
     for start, end in zip(trainable(fitted["run"] / "last.keras"),
-                          trainable(work["runs"] / "tiny-stage2" / "last.keras"), strict=True):
+                          trainable(second_stage / "last.keras"), strict=True):
         np.testing.assert_array_equal(start, end)
-    config = json.loads((work["runs"] / "tiny-stage2" / "config.json").read_text())
+    config = json.loads((second_stage / "config.json").read_text())
     assert (config["init_from"], config["cycle"]) == (str(fitted["run"] / "last.keras"), 1)
+
+
+def test_a_second_stages_card_shows_every_stage_and_their_summed_time(work, fitted,
+                                                                    second_stage):
+    from scenetool.metadata import ModelMeta
+    from scenetool.model import SceneModel
+
+    out = work["tmp"] / "stage2" / "scenes.onnx"
+    result = _invoke(["export", "tiny-stage2", "--runs", work["runs"], "--out", out,
+                      "--card", out.parent / "MODEL.md", "--unknown", "none"], work["env"])
+    assert result.exit_code == 0, result.output
+    text = (out.parent / "MODEL.md").read_text()
+    for needle in ("- 2 stages, each a `python -m train fit` run",
+                   "### Stage 1: run `tiny`\n",
+                   "### Stage 2: run `tiny-stage2`\n\n- Starts from the weights of "
+                   f"`{fitted['run'] / 'last.keras'}` (not its optimizer state)\n",
+                   "restarted every 1 epoch(s) (warm restarts)",
+                   "\nAll stages: "):
+        assert needle in text, needle
+    assert text.index("### Stage 1") < text.index("### Stage 2")
+    meta: ModelMeta = SceneModel(out).meta
+    first = json.loads((fitted["run"] / "state.json").read_text())["seconds"]
+    second = json.loads((second_stage / "state.json").read_text())["seconds"]
+    assert meta.extra["train_seconds"] == pytest.approx(first + second, abs=0.1)
+    assert second > 0
+
+
+def test_stages_follow_init_from_back_to_the_first_run(tmp_path, monkeypatch):
+    from train.fit import FitConfig, stages
+
+    runs = tmp_path / "runs"
+    for name, init_from in (("one", ""), ("two", "runs/one/last.keras"),
+                            ("three", "runs/two/last.keras")):
+        (runs / name).mkdir(parents=True)
+        cfg = FitConfig(name=name, init_from=init_from)
+        (runs / name / "config.json").write_text(json.dumps(cfg.to_json()))
+        (runs / name / "state.json").write_text(json.dumps({"seconds": len(name)}))
+    last = FitConfig(name="three", init_from="runs/two/last.keras")
+    monkeypatch.chdir(tmp_path)  # where the runs were fitted: init_from as given
+    assert [s.path.name for s in stages(runs / "three", last, {})] == ["one", "two", "three"]
+    monkeypatch.chdir(runs / "one")  # elsewhere: the sources are found beside the run
+    chain = stages(runs / "three", last, {})
+    assert [(s.path, s.state) for s in chain[:2]] == [(runs / "one", {"seconds": 3}),
+                                                      (runs / "two", {"seconds": 3})]
+    (runs / "one" / "config.json").unlink()  # a first stage that is gone is left out
+    assert [s.path.name for s in stages(runs / "three", last, {})] == ["two", "three"]
 
 
 @pytest.mark.parametrize("arch, source, message", [

@@ -14,7 +14,7 @@ from pathlib import Path
 from scenetool.fsutil import write_text
 from train.evaluate import draw
 from train.export import OPSET, PARITY_IMAGES, PARITY_TOL, ExportResult
-from train.fit import FitConfig
+from train.fit import FitConfig, Stage, stages
 from train.pipeline import AugmentConfig
 from train.speed import BATCH, ROUNDS, THREADS, throughputs
 
@@ -72,19 +72,26 @@ def data_section(res: ExportResult) -> list[str]:
     return lines + [""] + _table(["class", "train", "validation", "total"], rows) + [""]
 
 
-def recipe_section(res: ExportResult) -> list[str]:
-    cfg, state = res.run.cfg, res.run.state
+def _schedule(cfg: FitConfig) -> str:
+    warmup = (f"linear warm-up over {cfg.warmup_epochs:g} epoch(s), then "
+              if cfg.warmup_epochs else "")
+    if cfg.cycle:
+        return (f"{warmup}cosine decay to zero, restarted every {cfg.cycle} epoch(s) "
+                "(warm restarts)")
+    return f"{warmup}cosine decay to zero"
+
+
+def _stage_lines(stage: Stage) -> list[str]:
+    cfg, state = stage.cfg, stage.state
     phases = ", ".join(f"{size} px × {n} epochs" for size, n in cfg.phases)
-    done = state.get("epochs_done", "?")
-    lines = [
-        "## Training recipe", "",
-        (f"- Architecture: `{cfg.arch}`, {res.params:,} parameters; input float32 RGB 0..255, "
-        f"scaling inside the model"),
-        (f"- Progressive resizing: {phases} (planned {cfg.epochs}, ran {done}; "
-        f"best validation accuracy at epoch {state.get('best_epoch', '?')})"),
+    lines = [f"- Starts from the weights of `{cfg.init_from}` (not its optimizer state)"
+             ] if cfg.init_from else []
+    lines += [
+        (f"- {'Progressive resizing' if len(cfg.phases) > 1 else 'Image size'}: {phases} "
+         f"(planned {cfg.epochs}, ran {state.get('epochs_done', '?')}; best validation "
+         f"accuracy at epoch {state.get('best_epoch', '?')})"),
         (f"- Batch {cfg.batch}; AdamW, peak learning rate {cfg.lr:g}, weight decay "
-        f"{cfg.weight_decay:g}; linear warm-up over {cfg.warmup_epochs:g} epoch(s), "
-        f"then cosine decay to zero"),
+         f"{cfg.weight_decay:g}; {_schedule(cfg)}"),
         f"- Loss: categorical cross-entropy with label smoothing {cfg.label_smoothing:g}",
         f"- Augmentation (training only, in the input pipeline): {'; '.join(augmentations(cfg))}",
         f"- Early stopping patience: {cfg.patience or 'off'}; seed {cfg.seed}",
@@ -98,7 +105,24 @@ def recipe_section(res: ExportResult) -> list[str]:
                      f"(`--checkpoint swa` exports it)")
     if "seconds" in state:
         lines.append(f"- Training time: {_duration(state['seconds'])} "
-                     f"(sum of epoch wall times){_quiet_note(res.run.path, os.cpu_count())}")
+                     f"(sum of epoch wall times){_quiet_note([stage.path], os.cpu_count())}")
+    return lines
+
+
+def recipe_section(res: ExportResult) -> list[str]:
+    chain = stages(res.run.path, res.run.cfg, res.run.state)
+    lines = ["## Training recipe", "",
+             (f"- Architecture: `{res.run.cfg.arch}`, {res.params:,} parameters; input float32 "
+              "RGB 0..255, scaling inside the model")]
+    if len(chain) == 1:
+        return lines + _stage_lines(chain[0]) + [""]
+    lines.append(f"- {len(chain)} stages, each a `python -m train fit` run; each starts from "
+                 "the weights the one before it ended with")
+    for number, stage in enumerate(chain, 1):
+        lines += ["", f"### Stage {number}: run `{stage.path.name}`", ""] + _stage_lines(stage)
+    seconds = sum(stage.state.get("seconds", 0.0) for stage in chain)
+    lines += ["", (f"All stages: {_duration(seconds)} (sum of epoch wall times)"
+                   f"{_quiet_note([stage.path for stage in chain], os.cpu_count())}.")]
     return lines + [""]
 
 
@@ -115,12 +139,13 @@ def quiet_seconds(history: dict[str, list[float]]) -> float | None:
     return sum(fastest[size] for size in sizes)
 
 
-def _quiet_note(run: Path, cores: int | None) -> str:
+def _quiet_note(runs: list[Path], cores: int | None) -> str:
     from train.plots import read_history
 
-    quiet = quiet_seconds(read_history(run))
-    if quiet is None:
+    parts = [quiet_seconds(read_history(run)) for run in runs]
+    if None in parts:
         return ""
+    quiet = sum(parts)
     cpu = f", so about {_duration(quiet * cores)} of CPU time" if cores else ""
     return (f"; alone on this machine ({cores} cores, fastest epoch of each image size times "
             f"its epochs) about {_duration(quiet)}{cpu}")
@@ -129,13 +154,18 @@ def _quiet_note(run: Path, cores: int | None) -> str:
 RUN_NOTES = "NOTES.md"
 
 
-def run_notes(run: Path) -> list[str]:
-    """What the run's folder says about how the run went (its NOTES.md), for what the
+def run_notes(runs: list[Path]) -> list[str]:
+    """What each run's folder says about how the run went (its NOTES.md), for what the
     config cannot say: a run stopped and resumed with other settings, say."""
-    path = run / RUN_NOTES
-    if not path.is_file():
+    notes = [(run, run / RUN_NOTES) for run in runs if (run / RUN_NOTES).is_file()]
+    if not notes:
         return []
-    return ["## Notes on this run", "", path.read_text(encoding="utf-8").strip(), ""]
+    lines = ["## Notes on this run" if len(runs) == 1 else "## Notes on these runs", ""]
+    for run, path in notes:
+        if len(runs) > 1:
+            lines += [f"### Run `{run.name}`", ""]
+        lines += [path.read_text(encoding="utf-8").strip(), ""]
+    return lines
 
 
 def _size_note(res: ExportResult) -> list[str]:
@@ -266,8 +296,10 @@ def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str]
     title = f"{res.path.name} ({res.image_size}px)"
     pngs = draw(res.run, res.run.val_labels(), res.probs, res.report, card_dir, title,
                 res.image_size)
-    pngs["curves"] = compare_curves([res.run.path], card_dir / "curves.png",
-                                    f"Training curves: run {res.run.name}")
+    runs = [stage.path for stage in stages(res.run.path, res.run.cfg, res.run.state)]
+    pngs["curves"] = compare_curves(runs, card_dir / "curves.png",
+                                    f"Training curves: {'run' if len(runs) == 1 else 'runs'} "
+                                    f"{', '.join(r.name for r in runs)}")
     ms = throughputs([res.path])[0].ms_per_image
     created = json.loads(res.props["created"])
     head = [
@@ -276,7 +308,7 @@ def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str]
         f"{', '.join(res.run.classes)}. Exported from run `{res.run.name}` on {created} by "
         f"`python -m train export`."), "",
     ]
-    lines = (head + data_section(res) + recipe_section(res) + run_notes(res.run.path)
+    lines = (head + data_section(res) + recipe_section(res) + run_notes(runs)
              + results_section(res, pngs, card_dir)
              + unknown_section(res, card_dir) + model_section(res, ms)
              + comparison_section(res, runs_dir, compare))

@@ -81,6 +81,37 @@ class FitConfig:
         return cls(**{k: v for k, v in obj.items() if k in known})
 
 
+@dataclass
+class Stage:
+    """One fit of the recipe: a run folder with its config and state."""
+
+    path: Path
+    cfg: FitConfig
+    state: dict
+
+
+MAX_STAGES = 8
+
+
+def stages(run: Path, cfg: FitConfig, state: dict) -> list[Stage]:
+    """The run and, first, the runs whose weights it started from (`fit --init-from`).
+
+    A source is looked for where --init-from named it, then beside the run (the same
+    folder of runs, seen from another working folder)."""
+    chain = [Stage(run, cfg, state)]
+    while chain[0].cfg.init_from and len(chain) < MAX_STAGES:
+        source = Path(chain[0].cfg.init_from).parent
+        if not (source / "config.json").is_file():
+            source = chain[0].path.parent / source.name
+        try:
+            cfg = FitConfig.from_json(json.loads((source / "config.json").read_text()))
+            state = json.loads((source / "state.json").read_text())
+        except (OSError, ValueError):
+            break  # the first stage's folder is gone: the card shows what is left
+        chain.insert(0, Stage(source, cfg, state))
+    return chain
+
+
 def parse_phases(text: str, epochs: int | None) -> list[tuple[int, int]]:
     """`96` (with --epochs) or `96:10,128:4,150:2`: image size and epochs per phase."""
     phases = []
