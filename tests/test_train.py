@@ -214,16 +214,20 @@ def test_warm_restarts_start_every_cycle_at_the_peak_and_end_it_near_zero():
     assert float(again(210)) == pytest.approx(1e-3)  # the cycle survives a save
 
 
-@pytest.fixture(scope="module")
-def second_stage(work, fitted) -> Path:
+def _second_stage(work, fitted, name: str, *extra) -> Path:
     """A 1-epoch second stage started from the `tiny` run's last weights, at learning rate 0."""
     args = ["fit", "--arch", "tiny", "--data", work["data"], "--runs", work["runs"],
-            "--name", "tiny-stage2", "--image-size", SIZE, "--epochs", 1,
+            "--name", name, "--image-size", SIZE, "--epochs", 1,
             "--batch-size", BATCH, "--no-jit", "--lr", 0, "--cycle", 1, "--warmup", 0,
-            "--patience", 0, "--init-from", fitted["run"] / "last.keras"]
+            "--patience", 0, "--init-from", fitted["run"] / "last.keras", *extra]
     result = _invoke(args, work["env"])
     assert result.exit_code == 0, result.output
-    return work["runs"] / "tiny-stage2"
+    return work["runs"] / name
+
+
+@pytest.fixture(scope="module")
+def second_stage(work, fitted) -> Path:
+    return _second_stage(work, fitted, "tiny-stage2")
 
 
 def test_a_second_stage_starts_from_the_first_stages_weights(fitted, second_stage):
@@ -288,6 +292,51 @@ def test_stages_follow_init_from_back_to_the_first_run(tmp_path, monkeypatch):
                                                       (runs / "two", {"seconds": 3})]
     (runs / "one" / "config.json").unlink()  # a first stage that is gone is left out
     assert [s.path.name for s in stages(runs / "three", last, {})] == ["two", "three"]
+
+
+def test_distilled_targets_are_the_teachers_share_of_its_probabilities(fitted):
+    import keras
+    import tensorflow as tf
+
+    from train.pipeline import distilled
+
+    teacher = keras.models.load_model(fitted["run"] / "last.keras", compile=False)
+    x = np.random.default_rng(3).uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
+    y = np.eye(len(CLASSES), dtype=np.float32)[[0, 1, 2, 0]]
+    ds = tf.data.Dataset.from_tensors((x, y))
+    (x_out, y_out), = list(distilled(ds, teacher, 0.25).as_numpy_iterator())
+    soft = np.asarray(teacher(x, training=False))
+    np.testing.assert_array_equal(x_out, x)
+    np.testing.assert_allclose(y_out, 0.75 * y + 0.25 * soft, atol=1e-6)
+    assert not np.allclose(y_out, y)
+
+
+def test_a_distilled_run_learns_from_the_teachers_targets(work, fitted, second_stage):
+    # Learning rate 0, same weights, same batches: only the targets differ, so the loss does.
+    distilled = _second_stage(work, fitted, "tiny-distilled", "--teacher",
+                              fitted["run"] / "last.keras", "--distill", 1.0)
+    config = json.loads((distilled / "config.json").read_text())
+    assert (config["teacher"], config["distill"]) == (str(fitted["run"] / "last.keras"), 1.0)
+
+    def loss(run: Path) -> float:
+        with (run / "history.csv").open(newline="") as f:
+            return float(next(csv.DictReader(f))["loss"])
+
+    assert loss(distilled) != pytest.approx(loss(second_stage), rel=1e-3)
+    from train.card import _stage_lines
+    from train.fit import FitConfig, Stage
+
+    lines = _stage_lines(Stage(distilled, FitConfig.from_json(config), {}))
+    assert (f"- Distillation: every target is 1 of the probabilities of the teacher "
+            f"`{fitted['run'] / 'last.keras'}` on the same augmented image and 0 of the label"
+            ) in lines
+    missing = _invoke(["fit", "--arch", "tiny", "--data", work["data"], "--runs", work["runs"],
+                       "--name", "no-teacher", "--image-size", SIZE, "--epochs", 1,
+                       "--batch-size", BATCH, "--no-jit", "--teacher", work["tmp"] / "nope.keras"],
+                      work["env"])
+    assert missing.exit_code == 2
+    assert missing.output.strip().splitlines()[-1] == (
+        f"Error: --teacher {work['tmp'] / 'nope.keras'}: no such model")
 
 
 @pytest.mark.parametrize("arch, source, message", [

@@ -96,6 +96,10 @@ def _stage_lines(stage: Stage) -> list[str]:
         f"- Augmentation (training only, in the input pipeline): {'; '.join(augmentations(cfg))}",
         f"- Early stopping patience: {cfg.patience or 'off'}; seed {cfg.seed}",
     ]
+    if cfg.teacher and cfg.distill:
+        lines.append(f"- Distillation: every target is {cfg.distill:g} of the probabilities of "
+                     f"the teacher `{cfg.teacher}` on the same augmented image and "
+                     f"{1 - cfg.distill:g} of the label")
     if cfg.ema:
         lines.append(f"- Weight average: an exponential moving average of every weight, decay "
                      f"{cfg.ema:g}, kept beside the run (`--checkpoint ema` exports it)")

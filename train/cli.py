@@ -156,12 +156,17 @@ def summary(data_dir: str, split_path: str | None, runs: str, png: str | None) -
 @click.option("--init-from", type=click.Path(dir_okay=False), default="",
               help="Start from the weights of this .keras checkpoint (a second stage), "
               "not from random ones.")
+@click.option("--teacher", type=click.Path(dir_okay=False), default="",
+              help="Distil from this .keras model: part of every target is its probabilities "
+              "on the same augmented image.")
+@click.option("--distill", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="The teacher's share of the targets (with --teacher).")
 @click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
 def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, image_size: str,
         epochs: int | None, batch_size: int, lr: float, weight_decay: float, warmup: float,
         label_smoothing: float, mixup: float, cutmix: float, patience: int, seed: int,
         jit: bool, max_train: int, ema: float, swa_from: int, cycle: int, init_from: str,
-        resume: bool) -> None:
+        teacher: str, distill: float, resume: bool) -> None:
     """Train a model from the zoo; every epoch is checkpointed, so --resume can continue.
 
     \b
@@ -185,7 +190,8 @@ def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, 
                     weight_decay=weight_decay, warmup_epochs=warmup,
                     label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix,
                     patience=patience, seed=seed, jit=jit, max_train=max_train, ema=ema,
-                    swa_from=swa_from, cycle=cycle, init_from=init_from)
+                    swa_from=swa_from, cycle=cycle, init_from=init_from, teacher=teacher,
+                    distill=distill if teacher else 0.0)
     try:
         metrics = run_fit(cfg, resume=resume)
     except data_mod.DataError as exc:

@@ -55,6 +55,8 @@ class FitConfig:
     swa_from: int = 0  # average the end-of-epoch weights from this epoch on (train.swa); 0 = off
     cycle: int = 0  # restart the cosine every this many epochs; 0 = one cosine over the run
     init_from: str = ""  # a .keras file whose weights start the run (a second stage); "" = random
+    teacher: str = ""  # a .keras model whose probabilities are part of the targets; "" = none
+    distill: float = 0.0  # the teacher's share of the targets (train.pipeline.distilled)
 
     @property
     def epochs(self) -> int:
@@ -177,6 +179,21 @@ def _load_start_weights(model, path: Path) -> None:
         raise FitError(f"--init-from {path}: its layers do not match this --arch ({exc})") from exc
 
 
+def _load_teacher(cfg: FitConfig):
+    """The teacher of a distilled run (`--teacher`), or None."""
+    if not cfg.teacher or not cfg.distill:
+        return None
+    import keras
+
+    import train.schedule  # noqa: F401 - registers the schedule for loading
+
+    if not Path(cfg.teacher).is_file():
+        raise FitError(f"--teacher {cfg.teacher}: no such model")
+    teacher = keras.models.load_model(cfg.teacher, compile=False)
+    teacher.trainable = False
+    return teacher
+
+
 def _write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
@@ -280,7 +297,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
 
     import keras
 
-    from train.pipeline import AugmentConfig, eval_dataset, train_dataset
+    from train.pipeline import AugmentConfig, distilled, eval_dataset, train_dataset
 
     keras.utils.set_random_seed(cfg.seed)
     if resume:
@@ -289,6 +306,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     else:
         model = _build(cfg, num_classes, steps_per_epoch)
     aug = AugmentConfig(mixup=cfg.mixup, cutmix=cfg.cutmix)
+    teacher = _load_teacher(cfg)
     callbacks, average = _step_progress(steps_per_epoch), None
     if cfg.ema:
         from train.ema import EMA_CHECKPOINT, WeightAverage
@@ -312,6 +330,8 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         size = cfg.size_at(epoch)
         train_ds = train_dataset(arrays.images, labels, split.train, size=size, batch=cfg.batch,
                                  epoch=epoch, seed=cfg.seed, num_classes=num_classes, cfg=aug)
+        if teacher is not None:
+            train_ds = distilled(train_ds, teacher, cfg.distill)
         val_ds = eval_dataset(arrays.images, labels, split.val, size=size,
                               num_classes=num_classes)
         started = time.perf_counter()

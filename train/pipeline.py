@@ -140,6 +140,16 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, indices: list[int], *,
     return ds.enumerate().map(make, num_parallel_calls=2, deterministic=True).prefetch(2)
 
 
+def distilled(ds: tf.data.Dataset, teacher, weight: float) -> tf.data.Dataset:
+    """Targets that are `weight` of the teacher's probabilities on the very image the student
+    sees (augmented, cut and mixed) and the rest the dataset's own labels (distillation)."""
+    def blend(x, y):
+        soft = tf.cast(teacher(x, training=False), tf.float32)
+        return x, (1.0 - weight) * y + weight * soft
+
+    return ds.map(blend, num_parallel_calls=1, deterministic=True)
+
+
 def eval_dataset(images: np.ndarray, labels: np.ndarray | None, indices: list[int], *,
                  size: int, batch: int = 128, num_classes: int = 0) -> tf.data.Dataset:
     """The images as they are, resized (antialiased bilinear) when `size` differs."""
