@@ -309,12 +309,17 @@ def test_distilled_targets_are_the_teachers_share_of_its_probabilities(fitted):
     np.testing.assert_array_equal(x_out, x)
     np.testing.assert_allclose(y_out, 0.75 * y + 0.25 * soft, atol=1e-6)
     assert not np.allclose(y_out, y)
+    (_, y_big), = list(distilled(ds, teacher, 1.0, size=2 * SIZE).as_numpy_iterator())
+    big = tf.image.resize(x, (2 * SIZE, 2 * SIZE), method="bilinear")
+    np.testing.assert_allclose(y_big, np.asarray(teacher(big, training=False)), atol=1e-6)
+    assert not np.allclose(y_big, soft, atol=1e-3)
 
 
 def test_a_distilled_run_learns_from_the_teachers_targets(work, fitted, second_stage):
     # Learning rate 0, same weights, same batches: only the targets differ, so the loss does.
     distilled = _second_stage(work, fitted, "tiny-distilled", "--teacher",
-                              fitted["run"] / "last.keras", "--distill", 1.0)
+                              fitted["run"] / "last.keras", "--distill", 1.0,
+                              "--teacher-size", 2 * SIZE)
     config = json.loads((distilled / "config.json").read_text())
     assert (config["teacher"], config["distill"]) == (str(fitted["run"] / "last.keras"), 1.0)
 
@@ -328,8 +333,8 @@ def test_a_distilled_run_learns_from_the_teachers_targets(work, fitted, second_s
 
     lines = _stage_lines(Stage(distilled, FitConfig.from_json(config), {}))
     assert (f"- Distillation: every target is 1 of the probabilities of the teacher "
-            f"`{fitted['run'] / 'last.keras'}` on the same augmented image and 0 of the label"
-            ) in lines
+            f"`{fitted['run'] / 'last.keras'}` on the same augmented image (resized to "
+            f"{2 * SIZE} px for the teacher) and 0 of the label") in lines
     missing = _invoke(["fit", "--arch", "tiny", "--data", work["data"], "--runs", work["runs"],
                        "--name", "no-teacher", "--image-size", SIZE, "--epochs", 1,
                        "--batch-size", BATCH, "--no-jit", "--teacher", work["tmp"] / "nope.keras"],

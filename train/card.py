@@ -98,8 +98,10 @@ def _stage_lines(stage: Stage) -> list[str]:
     ]
     if cfg.teacher and cfg.distill:
         lines.append(f"- Distillation: every target is {cfg.distill:g} of the probabilities of "
-                     f"the teacher `{cfg.teacher}` on the same augmented image and "
-                     f"{1 - cfg.distill:g} of the label")
+                     f"the teacher `{cfg.teacher}` on the same augmented image"
+                     + (f" (resized to {cfg.teacher_size} px for the teacher)"
+                        if cfg.teacher_size else "")
+                     + f" and {1 - cfg.distill:g} of the label")
     if cfg.ema:
         lines.append(f"- Weight average: an exponential moving average of every weight, decay "
                      f"{cfg.ema:g}, kept beside the run (`--checkpoint ema` exports it)")

@@ -161,12 +161,15 @@ def summary(data_dir: str, split_path: str | None, runs: str, png: str | None) -
               "on the same augmented image.")
 @click.option("--distill", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="The teacher's share of the targets (with --teacher).")
+@click.option("--teacher-size", type=click.IntRange(0), default=0, show_default=True,
+              help="The teacher sees each training image resized to this size; 0: the "
+              "student's size.")
 @click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
 def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, image_size: str,
         epochs: int | None, batch_size: int, lr: float, weight_decay: float, warmup: float,
         label_smoothing: float, mixup: float, cutmix: float, patience: int, seed: int,
         jit: bool, max_train: int, ema: float, swa_from: int, cycle: int, init_from: str,
-        teacher: str, distill: float, resume: bool) -> None:
+        teacher: str, distill: float, teacher_size: int, resume: bool) -> None:
     """Train a model from the zoo; every epoch is checkpointed, so --resume can continue.
 
     \b
@@ -191,7 +194,7 @@ def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, 
                     label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix,
                     patience=patience, seed=seed, jit=jit, max_train=max_train, ema=ema,
                     swa_from=swa_from, cycle=cycle, init_from=init_from, teacher=teacher,
-                    distill=distill if teacher else 0.0)
+                    distill=distill if teacher else 0.0, teacher_size=teacher_size)
     try:
         metrics = run_fit(cfg, resume=resume)
     except data_mod.DataError as exc:

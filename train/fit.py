@@ -57,6 +57,7 @@ class FitConfig:
     init_from: str = ""  # a .keras file whose weights start the run (a second stage); "" = random
     teacher: str = ""  # a .keras model whose probabilities are part of the targets; "" = none
     distill: float = 0.0  # the teacher's share of the targets (train.pipeline.distilled)
+    teacher_size: int = 0  # the size the teacher sees the training images at; 0 = the student's
 
     @property
     def epochs(self) -> int:
@@ -331,7 +332,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         train_ds = train_dataset(arrays.images, labels, split.train, size=size, batch=cfg.batch,
                                  epoch=epoch, seed=cfg.seed, num_classes=num_classes, cfg=aug)
         if teacher is not None:
-            train_ds = distilled(train_ds, teacher, cfg.distill)
+            train_ds = distilled(train_ds, teacher, cfg.distill, cfg.teacher_size)
         val_ds = eval_dataset(arrays.images, labels, split.val, size=size,
                               num_classes=num_classes)
         started = time.perf_counter()

@@ -140,11 +140,15 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, indices: list[int], *,
     return ds.enumerate().map(make, num_parallel_calls=2, deterministic=True).prefetch(2)
 
 
-def distilled(ds: tf.data.Dataset, teacher, weight: float) -> tf.data.Dataset:
+def distilled(ds: tf.data.Dataset, teacher, weight: float, size: int = 0) -> tf.data.Dataset:
     """Targets that are `weight` of the teacher's probabilities on the very image the student
-    sees (augmented, cut and mixed) and the rest the dataset's own labels (distillation)."""
+    sees (augmented, cut and mixed) and the rest the dataset's own labels (distillation).
+
+    With `size` the teacher sees that image resized to size x size, so a teacher trained at
+    128 px gives its best targets while the student trains at 64."""
     def blend(x, y):
-        soft = tf.cast(teacher(x, training=False), tf.float32)
+        seen = tf.image.resize(x, (size, size), method="bilinear") if size else x
+        soft = tf.cast(teacher(seen, training=False), tf.float32)
         return x, (1.0 - weight) * y + weight * soft
 
     return ds.map(blend, num_parallel_calls=1, deterministic=True)
