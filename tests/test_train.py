@@ -335,13 +335,17 @@ def test_a_distilled_run_learns_from_the_teachers_targets(work, fitted, second_s
     assert (f"- Distillation: every target is 1 of the probabilities of the teacher "
             f"`{fitted['run'] / 'last.keras'}` on the same augmented image (resized to "
             f"{2 * SIZE} px for the teacher) and 0 of the label") in lines
-    missing = _invoke(["fit", "--arch", "tiny", "--data", work["data"], "--runs", work["runs"],
-                       "--name", "no-teacher", "--image-size", SIZE, "--epochs", 1,
-                       "--batch-size", BATCH, "--no-jit", "--teacher", work["tmp"] / "nope.keras"],
-                      work["env"])
-    assert missing.exit_code == 2
-    assert missing.output.strip().splitlines()[-1] == (
-        f"Error: --teacher {work['tmp'] / 'nope.keras'}: no such model")
+    from train.zoo import make_model
+
+    two_classes = work["tmp"] / "two-classes.keras"
+    make_model("tiny", 2, None).save(two_classes)
+    for teacher, message in ((work["tmp"] / "nope.keras", "no such model"),
+                             (two_classes, "it has 2 classes, the data 3")):
+        result = _invoke(["fit", "--arch", "tiny", "--data", work["data"], "--runs", work["runs"],
+                          "--name", "bad-teacher", "--image-size", SIZE, "--epochs", 1,
+                          "--batch-size", BATCH, "--no-jit", "--teacher", teacher], work["env"])
+        assert result.exit_code == 2
+        assert result.output.strip().splitlines()[-1] == f"Error: --teacher {teacher}: {message}"
 
 
 @pytest.mark.parametrize("arch, source, message", [

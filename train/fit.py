@@ -165,32 +165,34 @@ def _build(cfg: FitConfig, num_classes: int, steps_per_epoch: int):
     return model
 
 
-def _load_start_weights(model, path: Path) -> None:
-    """Start from another run's weights (its optimizer state is not carried over)."""
+def _load_keras(path: Path, option: str, what: str):
+    """A saved Keras model named by a fit option, or a FitError that says which option."""
     import keras
 
     import train.schedule  # noqa: F401 - registers the schedule for loading
 
     if not path.is_file():
-        raise FitError(f"--init-from {path}: no such checkpoint")
-    source = keras.models.load_model(path)
+        raise FitError(f"{option} {path}: no such {what}")
+    return keras.models.load_model(path, compile=False)
+
+
+def _load_start_weights(model, path: Path) -> None:
+    """Start from another run's weights (its optimizer state is not carried over)."""
+    source = _load_keras(path, "--init-from", "checkpoint")
     try:
         model.set_weights(source.get_weights())
     except ValueError as exc:
         raise FitError(f"--init-from {path}: its layers do not match this --arch ({exc})") from exc
 
 
-def _load_teacher(cfg: FitConfig):
+def _load_teacher(cfg: FitConfig, num_classes: int):
     """The teacher of a distilled run (`--teacher`), or None."""
     if not cfg.teacher or not cfg.distill:
         return None
-    import keras
-
-    import train.schedule  # noqa: F401 - registers the schedule for loading
-
-    if not Path(cfg.teacher).is_file():
-        raise FitError(f"--teacher {cfg.teacher}: no such model")
-    teacher = keras.models.load_model(cfg.teacher, compile=False)
+    teacher = _load_keras(Path(cfg.teacher), "--teacher", "model")
+    if teacher.output_shape[-1] != num_classes:
+        raise FitError(f"--teacher {cfg.teacher}: it has {teacher.output_shape[-1]} classes, "
+                       f"the data {num_classes}")
     teacher.trainable = False
     return teacher
 
@@ -307,7 +309,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     else:
         model = _build(cfg, num_classes, steps_per_epoch)
     aug = AugmentConfig(mixup=cfg.mixup, cutmix=cfg.cutmix)
-    teacher = _load_teacher(cfg)
+    teacher = _load_teacher(cfg, num_classes)
     callbacks, average = _step_progress(steps_per_epoch), None
     if cfg.ema:
         from train.ema import EMA_CHECKPOINT, WeightAverage
