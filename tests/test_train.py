@@ -315,26 +315,39 @@ def test_distilled_targets_are_the_teachers_share_of_its_probabilities(fitted):
     assert not np.allclose(y_big, soft, atol=1e-3)
 
 
-def test_a_distilled_run_learns_from_the_teachers_targets(work, fitted, second_stage):
+@pytest.fixture(scope="module")
+def distilled_stage(work, fitted) -> Path:
+    """The second stage again, with the run itself as teacher (seeing 2x size images)."""
+    return _second_stage(work, fitted, "tiny-distilled", "--teacher",
+                         fitted["run"] / "last.keras", "--distill", 1.0,
+                         "--teacher-size", 2 * SIZE)
+
+
+def test_a_distilled_run_learns_from_the_teachers_targets(fitted, second_stage,
+                                                          distilled_stage):
     # Learning rate 0, same weights, same batches: only the targets differ, so the loss does.
-    distilled = _second_stage(work, fitted, "tiny-distilled", "--teacher",
-                              fitted["run"] / "last.keras", "--distill", 1.0,
-                              "--teacher-size", 2 * SIZE)
-    config = json.loads((distilled / "config.json").read_text())
+    config = json.loads((distilled_stage / "config.json").read_text())
     assert (config["teacher"], config["distill"]) == (str(fitted["run"] / "last.keras"), 1.0)
 
     def loss(run: Path) -> float:
         with (run / "history.csv").open(newline="") as f:
             return float(next(csv.DictReader(f))["loss"])
 
-    assert loss(distilled) != pytest.approx(loss(second_stage), rel=1e-3)
+    assert loss(distilled_stage) != pytest.approx(loss(second_stage), rel=1e-3)
+
+
+def test_the_card_names_a_distilled_runs_teacher(fitted, distilled_stage):
     from train.card import _stage_lines
     from train.fit import FitConfig, Stage
 
-    lines = _stage_lines(Stage(distilled, FitConfig.from_json(config), {}))
+    config = FitConfig.from_json(json.loads((distilled_stage / "config.json").read_text()))
     assert (f"- Distillation: every target is 1 of the probabilities of the teacher "
             f"`{fitted['run'] / 'last.keras'}` on the same augmented image (resized to "
-            f"{2 * SIZE} px for the teacher) and 0 of the label") in lines
+            f"{2 * SIZE} px for the teacher) and 0 of the label"
+            ) in _stage_lines(Stage(distilled_stage, config, {}))
+
+
+def test_an_unusable_teacher_is_a_clean_error(work):
     from train.zoo import make_model
 
     two_classes = work["tmp"] / "two-classes.keras"
