@@ -14,7 +14,7 @@ from pathlib import Path
 from scenetool.fsutil import write_text
 from train.evaluate import draw
 from train.export import OPSET, PARITY_IMAGES, PARITY_TOL, ExportResult
-from train.fit import FitConfig, Stage, stages
+from train.fit import FitConfig, Stage, stages, train_seconds
 from train.pipeline import AugmentConfig
 from train.speed import BATCH, ROUNDS, THREADS, throughputs
 
@@ -115,8 +115,7 @@ def _stage_lines(stage: Stage) -> list[str]:
     return lines
 
 
-def recipe_section(res: ExportResult) -> list[str]:
-    chain = stages(res.run.path, res.run.cfg, res.run.state)
+def recipe_section(res: ExportResult, chain: list[Stage]) -> list[str]:
     lines = ["## Training recipe", "",
              (f"- Architecture: `{res.run.cfg.arch}`, {res.params:,} parameters; input float32 "
               "RGB 0..255, scaling inside the model")]
@@ -126,8 +125,7 @@ def recipe_section(res: ExportResult) -> list[str]:
                  "the weights the one before it ended with")
     for number, stage in enumerate(chain, 1):
         lines += ["", f"### Stage {number}: run `{stage.path.name}`", ""] + _stage_lines(stage)
-    seconds = sum(stage.state.get("seconds", 0.0) for stage in chain)
-    lines += ["", (f"All stages: {_duration(seconds)} (sum of epoch wall times)"
+    lines += ["", (f"All stages: {_duration(train_seconds(chain))} (sum of epoch wall times)"
                    f"{_quiet_note([stage.path for stage in chain], os.cpu_count())}.")]
     return lines + [""]
 
@@ -302,7 +300,8 @@ def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str]
     title = f"{res.path.name} ({res.image_size}px)"
     pngs = draw(res.run, res.run.val_labels(), res.probs, res.report, card_dir, title,
                 res.image_size)
-    runs = [stage.path for stage in stages(res.run.path, res.run.cfg, res.run.state)]
+    chain = stages(res.run.path, res.run.cfg, res.run.state)
+    runs = [stage.path for stage in chain]
     pngs["curves"] = compare_curves(runs, card_dir / "curves.png",
                                     f"Training curves: {'run' if len(runs) == 1 else 'runs'} "
                                     f"{', '.join(r.name for r in runs)}")
@@ -314,7 +313,7 @@ def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str]
         f"{', '.join(res.run.classes)}. Exported from run `{res.run.name}` on {created} by "
         f"`python -m train export`."), "",
     ]
-    lines = (head + data_section(res) + recipe_section(res) + run_notes(runs)
+    lines = (head + data_section(res) + recipe_section(res, chain) + run_notes(runs)
              + results_section(res, pngs, card_dir)
              + unknown_section(res, card_dir) + model_section(res, ms)
              + comparison_section(res, runs_dir, compare))

@@ -19,7 +19,7 @@ import numpy as np
 from scenetool.evaluate import Scores, draw_confusion
 from scenetool.fsutil import write_text
 from train import data as data_mod
-from train.fit import FitConfig, FitError, prepare
+from train.fit import FitConfig, FitError, load_saved, prepare
 
 SPOT_CHECK_IMAGES = 12
 
@@ -62,7 +62,7 @@ def open_run(run: Path, data: str | None = None) -> RunData:
     `data` overrides the data folder of config.json (which may be relative to where the
     run was started). The class order is the run's: a folder that lacks one is an error.
     """
-    cfg = FitConfig.from_json(json.loads((run / "config.json").read_text()))
+    cfg = FitConfig.read(run)
     if data:
         cfg.data = data
     if (run / "split.txt").exists():
@@ -94,14 +94,7 @@ def check_size(cfg: FitConfig, size: int) -> None:
 
 def load_checkpoint(run: Path, which: str = "best"):
     """The Keras model of `run/<which>.keras` (no optimizer: evaluation and export only)."""
-    import keras
-
-    import train.schedule  # noqa: F401 - registers the learning-rate schedule
-
-    path = run / f"{which}.keras"
-    if not path.exists():
-        raise FitError(f"run {run.name} has no {which}.keras checkpoint yet")
-    return keras.models.load_model(path, compile=False)
+    return load_saved(run / f"{which}.keras", f"run {run.name} has no {which}.keras checkpoint yet")
 
 
 def val_paths(rd: RunData, positions=None) -> list[str]:

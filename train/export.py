@@ -40,7 +40,7 @@ from train.evaluate import (
     val_batches,
     val_paths,
 )
-from train.fit import stages
+from train.fit import stages, train_seconds
 
 OPSET = 17
 PARITY_TOL = 1e-4  # max abs difference of probabilities, ONNX vs Keras
@@ -193,8 +193,7 @@ def metadata(rd: RunData, size: int, val_accuracy: float, params: int,
             "arch": rd.cfg.arch,
             "val_accuracy": round(val_accuracy, 6),
             "val_macro_f1": None if macro_f1 is None else round(macro_f1, 6),
-            "train_seconds": round(sum(float(stage.state.get("seconds", 0.0))
-                                       for stage in stages(rd.path, rd.cfg, rd.state)), 1),
+            "train_seconds": round(train_seconds(stages(rd.path, rd.cfg, rd.state)), 1),
             "training_data": data_mod.training_summary(rd.folder, rd.split),
             "created": utc_now(),
             "scenetool_version": scenetool.__version__,

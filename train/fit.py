@@ -77,6 +77,11 @@ class FitConfig:
         return out
 
     @classmethod
+    def read(cls, run: Path) -> FitConfig:
+        """The config a run was started with (its config.json)."""
+        return cls.from_json(json.loads((run / "config.json").read_text()))
+
+    @classmethod
     def from_json(cls, obj: dict) -> FitConfig:
         obj = dict(obj)
         obj["phases"] = [tuple(p) for p in obj["phases"]]
@@ -107,12 +112,17 @@ def stages(run: Path, cfg: FitConfig, state: dict) -> list[Stage]:
         if not (source / "config.json").is_file():
             source = chain[0].path.parent / source.name
         try:
-            cfg = FitConfig.from_json(json.loads((source / "config.json").read_text()))
+            cfg = FitConfig.read(source)
             state = json.loads((source / "state.json").read_text())
         except (OSError, ValueError):
             break  # the first stage's folder is gone: the card shows what is left
         chain.insert(0, Stage(source, cfg, state))
     return chain
+
+
+def train_seconds(chain: list[Stage]) -> float:
+    """The wall time of every stage's epochs, summed."""
+    return sum(float(stage.state.get("seconds", 0.0)) for stage in chain)
 
 
 def parse_phases(text: str, epochs: int | None) -> list[tuple[int, int]]:
@@ -165,20 +175,21 @@ def _build(cfg: FitConfig, num_classes: int, steps_per_epoch: int):
     return model
 
 
-def _load_keras(path: Path, option: str, what: str):
-    """A saved Keras model named by a fit option, or a FitError that says which option."""
+def load_saved(path: Path, missing: str):
+    """The Keras model saved at `path`, without its optimizer (the learning-rate schedule
+    registered for loading), or a FitError saying `missing` when there is no such file."""
     import keras
 
     import train.schedule  # noqa: F401 - registers the schedule for loading
 
     if not path.is_file():
-        raise FitError(f"{option} {path}: no such {what}")
+        raise FitError(missing)
     return keras.models.load_model(path, compile=False)
 
 
 def _load_start_weights(model, path: Path) -> None:
     """Start from another run's weights (its optimizer state is not carried over)."""
-    source = _load_keras(path, "--init-from", "checkpoint")
+    source = load_saved(path, f"--init-from {path}: no such checkpoint")
     try:
         model.set_weights(source.get_weights())
     except ValueError as exc:
@@ -189,7 +200,7 @@ def _load_teacher(cfg: FitConfig, num_classes: int):
     """The teacher of a distilled run (`--teacher`), or None."""
     if not cfg.teacher or not cfg.distill:
         return None
-    teacher = _load_keras(Path(cfg.teacher), "--teacher", "model")
+    teacher = load_saved(Path(cfg.teacher), f"--teacher {cfg.teacher}: no such model")
     if teacher.output_shape[-1] != num_classes:
         raise FitError(f"--teacher {cfg.teacher}: it has {teacher.output_shape[-1]} classes, "
                        f"the data {num_classes}")
@@ -278,7 +289,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     if resume:
         if not state_path.exists():
             raise FitError(f"nothing to resume in {run}: no state.json there")
-        saved = FitConfig.from_json(json.loads((run / "config.json").read_text()))
+        saved = FitConfig.read(run)
         saved.runs_dir = cfg.runs_dir
         cfg = saved
         state = json.loads(state_path.read_text())
