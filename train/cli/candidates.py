@@ -6,13 +6,12 @@ from pathlib import Path
 
 import click
 
-from train.cli.common import DATA_ENV, DATA_RULE, DEFAULT_DATA, Command, TrainError
+from train.cli.common import Command, TrainError, training_data_option
 
 
 @click.command(cls=Command)
 @click.argument("models", nargs=-1, metavar="NAME=FILE.onnx...")
-@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True, envvar=DATA_ENV,
-              show_envvar=True, type=click.Path(file_okay=False), help=DATA_RULE)
+@training_data_option
 @click.option("--split", "split_path", required=True, type=click.Path(dir_okay=False),
               help="The validation split every candidate is scored on.")
 @click.option("--registry", type=click.Path(dir_okay=False),

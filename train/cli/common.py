@@ -68,7 +68,15 @@ def checkpoint_option(f):
                              "a run fitted with --ema, --swa-from).")(f)
 
 
+def training_data_option(f):
+    """--data for commands that read the training set itself (fit, unknown, candidates)."""
+    return click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True,
+                        envvar=DATA_ENV, show_envvar=True, type=click.Path(file_okay=False),
+                        help=DATA_RULE)(f)
+
+
 def data_option(f):
+    """--data for commands that read a run, whose config.json names its data folder."""
     return click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False),
                         help="The run's data folder, when config.json's path does not "
                              "resolve from here.")(f)

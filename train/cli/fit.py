@@ -8,14 +8,13 @@ from pathlib import Path
 import click
 
 from train import data as data_mod
-from train.cli.common import DATA_ENV, DATA_RULE, DEFAULT_DATA, Command, TrainError, data_error
+from train.cli.common import Command, TrainError, data_error, training_data_option
 
 
 @click.command(cls=Command)
 @click.option("--arch", default="scenenet", show_default=True,
               help="Model from the zoo: seed-dense, seed-cnn, scenenet, tiny.")
-@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True, envvar=DATA_ENV,
-              show_envvar=True, type=click.Path(file_okay=False), help=DATA_RULE)
+@training_data_option
 @click.option("--name", default=None, help="Run name (folder under --runs). Default: the arch.")
 @click.option("--runs", default="runs", show_default=True, help="Folder of runs.")
 @click.option("--split", "split_path", default="", help="Split file (made when missing).")

@@ -8,15 +8,13 @@ import click
 
 from train import data as data_mod
 from train.cli.common import (
-    DATA_ENV,
-    DATA_RULE,
-    DEFAULT_DATA,
     Command,
     TrainError,
     data_error,
     default_score,
     negatives_option,
     probe_negatives,
+    training_data_option,
 )
 
 
@@ -34,8 +32,7 @@ def _split_files(data_dir: str, split_path: str):
 
 @click.command("unknown", cls=Command)
 @click.argument("model_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True, envvar=DATA_ENV,
-              show_envvar=True, type=click.Path(file_okay=False), help=DATA_RULE)
+@training_data_option
 @click.option("--split", "split_path", required=True, type=click.Path(dir_okay=False),
               help="The model's validation split: the threshold keeps --keep of it.")
 @click.option("--others", "others_dir", type=click.Path(file_okay=False), default=None,
