@@ -282,8 +282,9 @@ def _step_progress(steps: int):
     return [StepProgress()] if sys.stderr.isatty() else []
 
 
-def fit(cfg: FitConfig, resume: bool = False) -> dict:
-    """Train (or resume) the run `cfg.name`; returns the metrics written to metrics.json."""
+def _open_run(cfg: FitConfig, resume: bool) -> tuple[FitConfig, Path, dict]:
+    """(config, folder, state) of a run: a resumed run's own config and state, or a new
+    run's folder with its config.json written and a state at epoch 0."""
     run = Path(cfg.runs_dir) / cfg.name
     state_path = run / "state.json"
     if resume:
@@ -291,15 +292,97 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
             raise FitError(f"nothing to resume in {run}: no state.json there")
         saved = FitConfig.read(run)
         saved.runs_dir = cfg.runs_dir
-        cfg = saved
-        state = json.loads(state_path.read_text())
-    else:
-        if state_path.exists():
-            raise FitError(f"run {run} exists; pass --resume to continue it or pick another --name")
-        run.mkdir(parents=True, exist_ok=True)
-        state = {"epochs_done": 0, "best_val_accuracy": -1.0, "best_epoch": -1, "seconds": 0.0}
-        _write_json(run / "config.json", cfg.to_json())
+        return saved, run, json.loads(state_path.read_text())
+    if state_path.exists():
+        raise FitError(f"run {run} exists; pass --resume to continue it or pick another --name")
+    run.mkdir(parents=True, exist_ok=True)
+    _write_json(run / "config.json", cfg.to_json())
+    return cfg, run, {"epochs_done": 0, "best_val_accuracy": -1.0, "best_epoch": -1,
+                      "seconds": 0.0}
 
+
+def _averages(cfg: FitConfig, run: Path, model, state: dict, resume: bool):
+    """The run's weight averages: (EMA callback or None, epoch average or None)."""
+    average = swa = None
+    if cfg.ema:
+        from train.ema import EMA_CHECKPOINT, WeightAverage
+
+        average = WeightAverage(cfg.ema)
+        average.start(model, run / EMA_CHECKPOINT if resume else None)
+    if cfg.swa_from:
+        from train.swa import EpochAverage
+
+        swa = EpochAverage.resume(run, state["epochs_done"])
+    return average, swa
+
+
+def _score_averages(row: dict, state: dict, model, run: Path, epoch: int, cfg: FitConfig,
+                    average, swa, val_ds) -> None:
+    """Save the averages after an epoch and put their validation accuracy in `row`."""
+    if average is not None:
+        from train.ema import EMA_CHECKPOINT
+
+        averaged = average.averaged(model)
+        row["ema_val_accuracy"] = state["ema_val_accuracy"] = _accuracy(averaged, val_ds)
+        _save(averaged, run / EMA_CHECKPOINT)
+    if swa is not None and epoch + 1 >= cfg.swa_from:
+        from train.swa import SWA_CHECKPOINT
+
+        swa.add(model, epoch + 1)
+        swa.save(run)
+        averaged = swa.averaged(model)
+        row["swa_val_accuracy"] = state["swa_val_accuracy"] = _accuracy(averaged, val_ds)
+        state["swa_epochs"] = swa.epochs
+        _save(averaged, run / SWA_CHECKPOINT)
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    """The one stderr line that reports an epoch."""
+    return (f"epoch {row['epoch']}/{epochs} at {row['image_size']}px: loss {row['loss']:.3f}, "
+            f"accuracy {row['accuracy']:.1%}, validation loss {row['val_loss']:.3f}, accuracy "
+            f"{row['val_accuracy']:.1%}"
+            + (f", weight average {row['ema_val_accuracy']:.1%}" if "ema_val_accuracy" in row
+               else "")
+            + (f", epoch average {row['swa_val_accuracy']:.1%}" if "swa_val_accuracy" in row
+               else "")
+            + f" ({row['seconds']:.0f} s)")
+
+
+def _record_epoch(run: Path, model, row: dict, state: dict) -> None:
+    """history.csv, last.keras, best.keras, then state.json: the epoch is done once the
+    state says so, and a run stopped before that repeats it."""
+    with (run / "history.csv").open("a", newline="") as f:
+        csv.DictWriter(f, HISTORY_FIELDS).writerow(row)
+    _save(model, run / "last.keras")
+    state["epochs_done"] = row["epoch"]
+    state["seconds"] += row["seconds"]
+    if row["val_accuracy"] > state["best_val_accuracy"]:
+        state["best_val_accuracy"] = row["val_accuracy"]
+        state["best_epoch"] = row["epoch"]
+        _save(model, run / "best.keras")
+    _write_json(run / "state.json", state)
+
+
+def _metrics(cfg: FitConfig, model, state: dict, split, classes) -> dict:
+    return {
+        "arch": cfg.arch,
+        "params": int(model.count_params()),
+        "epochs": state["epochs_done"],
+        "best_epoch": state["best_epoch"],
+        "best_val_accuracy": state["best_val_accuracy"],
+        "train_seconds": round(state["seconds"], 1),
+        **({"ema": cfg.ema, "ema_val_accuracy": state.get("ema_val_accuracy")} if cfg.ema else {}),
+        **({"swa_from": cfg.swa_from, "swa_epochs": state.get("swa_epochs"),
+            "swa_val_accuracy": state.get("swa_val_accuracy")} if cfg.swa_from else {}),
+        "n_train": len(split.train),
+        "n_val": len(split.val),
+        "classes": list(classes),
+    }
+
+
+def fit(cfg: FitConfig, resume: bool = False) -> dict:
+    """Train (or resume) the run `cfg.name`; returns the metrics written to metrics.json."""
+    cfg, run, state = _open_run(cfg, resume)
     folder, split, arrays = prepare(cfg)
     if split.path and split.path.resolve() != (run / "split.txt").resolve():
         shutil.copyfile(split.path, run / "split.txt")
@@ -321,20 +404,9 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         model = _build(cfg, num_classes, steps_per_epoch)
     aug = AugmentConfig(mixup=cfg.mixup, cutmix=cfg.cutmix)
     teacher = _load_teacher(cfg, num_classes)
-    callbacks, average = _step_progress(steps_per_epoch), None
-    if cfg.ema:
-        from train.ema import EMA_CHECKPOINT, WeightAverage
-
-        average = WeightAverage(cfg.ema)
-        average.start(model, run / EMA_CHECKPOINT if resume else None)
-        callbacks.append(average)
-    swa = None
-    if cfg.swa_from:
-        from train.swa import SWA_CHECKPOINT, EpochAverage
-
-        swa = EpochAverage.resume(run, state["epochs_done"])
-    history_path = run / "history.csv"
-    _start_history(history_path, state["epochs_done"])
+    average, swa = _averages(cfg, run, model, state, resume)
+    callbacks = _step_progress(steps_per_epoch) + ([average] if average is not None else [])
+    _start_history(run / "history.csv", state["epochs_done"])
 
     print(f"run {run}: {cfg.arch}, {len(split.train)} train / {len(split.val)} val images, "
           f"{steps_per_epoch} steps an epoch, phases {cfg.phases}, "
@@ -355,34 +427,9 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         row = {"epoch": epoch + 1, "image_size": size, "lr": lr, "seconds": round(seconds, 1)}
         row.update({k: float(h[k][-1]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")})
-        if average is not None:
-            averaged = average.averaged(model)
-            row["ema_val_accuracy"] = state["ema_val_accuracy"] = _accuracy(averaged, val_ds)
-            _save(averaged, run / EMA_CHECKPOINT)
-        if swa is not None and epoch + 1 >= cfg.swa_from:
-            swa.add(model, epoch + 1)
-            swa.save(run)
-            averaged = swa.averaged(model)
-            row["swa_val_accuracy"] = state["swa_val_accuracy"] = _accuracy(averaged, val_ds)
-            state["swa_epochs"] = swa.epochs
-            _save(averaged, run / SWA_CHECKPOINT)
-        print(f"epoch {epoch + 1}/{cfg.epochs} at {size}px: loss {row['loss']:.3f}, accuracy "
-              f"{row['accuracy']:.1%}, validation loss {row['val_loss']:.3f}, accuracy "
-              f"{row['val_accuracy']:.1%}"
-              + (f", weight average {row['ema_val_accuracy']:.1%}" if average else "")
-              + (f", epoch average {row['swa_val_accuracy']:.1%}" if "swa_val_accuracy" in row
-                 else "")
-              + f" ({seconds:.0f} s)", file=sys.stderr)
-        with history_path.open("a", newline="") as f:
-            csv.DictWriter(f, HISTORY_FIELDS).writerow(row)
-        _save(model, run / "last.keras")
-        state["epochs_done"] = epoch + 1
-        state["seconds"] += seconds
-        if row["val_accuracy"] > state["best_val_accuracy"]:
-            state["best_val_accuracy"] = row["val_accuracy"]
-            state["best_epoch"] = epoch + 1
-            _save(model, run / "best.keras")
-        _write_json(state_path, state)
+        _score_averages(row, state, model, run, epoch, cfg, average, swa, val_ds)
+        print(_epoch_line(row, cfg.epochs), file=sys.stderr)
+        _record_epoch(run, model, row, state)
         if swa is not None:
             swa.forget_older(run)  # the state now counts the newest mean
         if cfg.patience and state["epochs_done"] - state["best_epoch"] >= cfg.patience:
@@ -390,19 +437,6 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
                   file=sys.stderr)
             break
 
-    metrics = {
-        "arch": cfg.arch,
-        "params": int(model.count_params()),
-        "epochs": state["epochs_done"],
-        "best_epoch": state["best_epoch"],
-        "best_val_accuracy": state["best_val_accuracy"],
-        "train_seconds": round(state["seconds"], 1),
-        **({"ema": cfg.ema, "ema_val_accuracy": state.get("ema_val_accuracy")} if cfg.ema else {}),
-        **({"swa_from": cfg.swa_from, "swa_epochs": state.get("swa_epochs"),
-            "swa_val_accuracy": state.get("swa_val_accuracy")} if cfg.swa_from else {}),
-        "n_train": len(split.train),
-        "n_val": len(split.val),
-        "classes": list(folder.classes),
-    }
+    metrics = _metrics(cfg, model, state, split, folder.classes)
     _write_json(run / "metrics.json", metrics)
     return metrics
