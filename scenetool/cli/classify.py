@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from functools import partial
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
@@ -30,8 +32,11 @@ from scenetool.cli.options import (
     store_option,
     unknown_option,
 )
-from scenetool.errors import UsageError
+from scenetool.errors import FolderGone, UsageError
 from scenetool.paths import shown
+
+if TYPE_CHECKING:
+    from scenetool.api import Results
 
 
 @click.command("classify", cls=Command)
@@ -86,72 +91,104 @@ def command(ctx: click.Context, paths: tuple[str, ...], recursive: bool, top_k: 
         scenetool classify ./incoming --watch --tag
         scenetool classify s3://bucket/photos --engine ray --address 10.0.0.5:6379
     """
-    from scenetool import api
-    from scenetool.errors import FolderGone
-
-    check_paths(paths)
-    if watch:
-        _check_watch(paths, recursive)
-    _check_engine_options(ctx, engine, watch, tag, paths)
-    model = open_model(model_path)
-    store = open_store(store_path)
+    _check_arguments(ctx, paths, recursive, watch, engine, tag)
+    model, store = open_model(model_path), open_store(store_path)
     exporters = open_exports(csv_target, json_target)
     to_stdout = "-" in (csv_target, json_target)
-    options = {"model": model, "store": store, "top_k": top_k,
-               "min_confidence": min_confidence, "batch_size": batch_size, "threads": threads,
-               "force": force, "unknown": not no_unknown}
-    held = ExitStack()  # a Ray engine holds Ray until the run is over
-    runner = held.enter_context(_engine(engine, model, address, workers, options))
-    results = (api.watch(paths, settle=settle, **options) if watch else
-               api.classify(paths, recursive=recursive, engine=runner, **options))
+    options = dict(model=model, store=store, top_k=top_k, min_confidence=min_confidence,
+                   batch_size=batch_size, threads=threads, force=force, unknown=not no_unknown)
+    held, results = _start(engine, address, workers, paths, recursive, watch, settle, options)
     tagger = _tagger(sidecar_name, min_confidence) if tag else None
     out, err = stdout(), stderr()
     if watch:
         say(err, f"watching {', '.join(shown(p) for p in paths)} for new images (Ctrl-C stops)")
     started = time.perf_counter()  # a Ray engine's start-up counts in the rate
+    finish = partial(_finish, results, model, paths, store, started, to_stdout, out, err,
+                     tagger, watch)
     with held, _progress(err, quiet or watch) as progress, results:
-        table_console = progress.console if progress and out.is_terminal else out
-        table = None if (quiet or to_stdout) else _result_table(table_console, model, top_k)
-        try:
-            with results.job.recording_end(), close_exports(exporters):
-                for row in results:
-                    if table:
-                        table.add(row)
-                    for exporter in exporters:
-                        exporter.write(row)
-                    if tagger:
-                        _tag(tagger, row, err)
-                    if progress:
-                        progress.advance(results.tally)
-                    if watch:  # rows as they come, not a chunk at a time
-                        if table:
-                            table.flush()
-                        for exporter in exporters:
-                            exporter.flush()
-                if table:
-                    table.flush()
-        except KeyboardInterrupt:
-            if progress:
-                progress.stop()
-            if not watch:
-                kept = store.count(results.run_id) if results.run_id else 0
-                say(err, f"interrupted: {kept} results kept in run {results.run_id} of "
-                    f"{store.path}", "yellow")
-                sys.exit(130)
-            if table:
-                table.flush()
-            _finish(results, model, paths, store, started, to_stdout, out, err, tagger, watch)
-            say(err, "stopped watching (Ctrl-C)", "yellow")
-            sys.exit(130)
-        except FolderGone as exc:
-            if table:
-                table.flush()
-            _finish(results, model, paths, store, started, to_stdout, out, err, tagger, watch)
-            say(err, f"Error: {exc}", "red")
-            sys.exit(1)
-    _finish(results, model, paths, store, started, to_stdout, out, err, tagger, watch)
+        table = None if (quiet or to_stdout) else _result_table(out, progress, model, top_k)
+        _run_rows(results, table, exporters, tagger, progress, err, watch, store, finish)
+    finish()
     if results.tally.failed or results.tally.walk.errors or (tagger and tagger.tally.failed):
         sys.exit(1)
+
+
+def _check_arguments(ctx: click.Context, paths: tuple[str, ...], recursive: bool, watch: bool,
+                     engine: str, tag: bool) -> None:
+    """The usage errors, before the model, the store or an export is opened."""
+    check_paths(paths)
+    if watch:
+        _check_watch(paths, recursive)
+    _check_engine_options(ctx, engine, watch, tag, paths)
+
+
+def _start(engine: str, address: str | None, workers: int | None, paths: tuple[str, ...],
+           recursive: bool, watch: bool, settle: float, options: dict) -> tuple[ExitStack, Results]:
+    """The engine, held by the returned stack (a Ray engine holds Ray until the run is
+    over), and the results to iterate: of one pass over `paths`, or of a watch."""
+    from scenetool import api
+
+    held = ExitStack()
+    runner = held.enter_context(_engine(engine, options["model"], address, workers, options))
+    results = (api.watch(paths, settle=settle, **options) if watch else
+               api.classify(paths, recursive=recursive, engine=runner, **options))
+    return held, results
+
+
+def _run_rows(results: Results, table, exporters: list, tagger, progress: _Progress | None,
+              err: Console, watch: bool, store, finish: Callable[[], None]) -> None:
+    """The row loop; Ctrl-C, or a watched folder that is gone, ends the command there."""
+    try:
+        _feed_rows(results, table, exporters, tagger, progress, err, watch)
+    except KeyboardInterrupt:
+        _interrupted(results, store, progress, table, err, watch, finish)
+    except FolderGone as exc:
+        if table:
+            table.flush()
+        finish()
+        say(err, f"Error: {exc}", "red")
+        sys.exit(1)
+
+
+def _feed_rows(results: Results, table, exporters: list, tagger, progress: _Progress | None,
+               err: Console, watch: bool) -> None:
+    """Each row to the table, the exports, its sidecar and the bar, as it comes; when the
+    loop ends, the run's end is recorded and the exports are closed."""
+    with results.job.recording_end(), close_exports(exporters):
+        for row in results:
+            if table:
+                table.add(row)
+            for exporter in exporters:
+                exporter.write(row)
+            if tagger:
+                _tag(tagger, row, err)
+            if progress:
+                progress.advance(results.tally)
+            if watch:  # rows as they come, not a chunk at a time
+                if table:
+                    table.flush()
+                for exporter in exporters:
+                    exporter.flush()
+        if table:
+            table.flush()
+
+
+def _interrupted(results: Results, store, progress: _Progress | None, table, err: Console,
+                 watch: bool, finish: Callable[[], None]) -> NoReturn:
+    """Ctrl-C: a run says how many results it kept; a watch ends with its summary, as when
+    a watched folder is gone. Exit 130 either way."""
+    if progress:
+        progress.stop()
+    if not watch:
+        kept = store.count(results.run_id) if results.run_id else 0
+        say(err, f"interrupted: {kept} results kept in run {results.run_id} of "
+            f"{store.path}", "yellow")
+        sys.exit(130)
+    if table:
+        table.flush()
+    finish()
+    say(err, "stopped watching (Ctrl-C)", "yellow")
+    sys.exit(130)
 
 
 def _check_watch(paths: tuple[str, ...], recursive: bool) -> None:
@@ -223,9 +260,11 @@ def _finish(results, model, paths, store, started: float, to_stdout: bool, out: 
         say(err, tally_line(tagger.tally, False, tagger.min_confidence))
 
 
-def _result_table(console: Console, model, top_k: int):
+def _result_table(out: Console, progress: _Progress | None, model, top_k: int):
+    """The results table on stdout, through the bar's console when both are on a terminal."""
     from scenetool.outputs.table import ResultTable
 
+    console = progress.console if progress and out.is_terminal else out
     return ResultTable(console, model.labels, top_k)
 
 
