@@ -171,8 +171,9 @@ class Watching:
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.rows: list[dict] = []
         self.err: list[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, True)),
-                         threading.Thread(target=self._read, args=(self.proc.stderr, False))]
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True)]
         for reader in self._readers:
             reader.start()
 
@@ -196,6 +197,27 @@ class Watching:
             reader.join(timeout=10)
         return code, "".join(self.err)
 
+    def kill(self) -> None:
+        """End the process if a failed test left it watching."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.end()
+
+
+@pytest.fixture
+def watch():
+    """Starts `Watching` processes and kills any still running when the test ends, so a
+    failed assertion cannot leave one behind (and pytest waiting on its readers)."""
+    started: list[Watching] = []
+
+    def start(folder: Path, *args: str) -> Watching:
+        started.append(Watching(folder, *args))
+        return started[-1]
+
+    yield start
+    for watching in started:
+        watching.kill()
+
 
 def copy_slowly(source: Path, target: Path, chunks: int = 6, pause: float = 0.15) -> None:
     """Copy as a slow link would: chunk by chunk, each within the settle time."""
@@ -208,14 +230,14 @@ def copy_slowly(source: Path, target: Path, chunks: int = 6, pause: float = 0.15
             time.sleep(pause)
 
 
-def test_watch_classifies_photos_copied_in_once_each_after_they_are_complete(tmp_path):
+def test_watch_classifies_photos_copied_in_once_each_after_they_are_complete(tmp_path, watch):
     folder = tmp_path / "incoming"
     make_image(folder / "already.png", "green")
     sources = {name: make_image(tmp_path / "camera" / name, colour, size=(400, 300))
                for name, colour in (("p1.jpg", "red"), ("p2.jpg", "blue"),
                                     ("p3.png", "green"))}
     db = tmp_path / "watch.db"
-    watching = Watching(folder, "--store", str(db), "--tag")
+    watching = watch(folder, "--store", str(db), "--tag")
     watching.wait_for(lambda: len(watching.rows) == 1, "row for the photo already there")
     (folder / "day2").mkdir()
     for name, source in sources.items():
@@ -245,10 +267,10 @@ def test_watch_classifies_photos_copied_in_once_each_after_they_are_complete(tmp
     assert err.rstrip().endswith("stopped watching (Ctrl-C)")
 
 
-def test_a_watched_folder_that_disappears_ends_the_run_with_exit_1(tmp_path):
+def test_a_watched_folder_that_disappears_ends_the_run_with_exit_1(tmp_path, watch):
     folder = tmp_path / "incoming"
     make_image(folder / "a.png", "red")
-    watching = Watching(folder, "--store", str(tmp_path / "gone.db"))
+    watching = watch(folder, "--store", str(tmp_path / "gone.db"))
     watching.wait_for(lambda: len(watching.rows) == 1, "row for the photo already there")
     shutil.rmtree(folder)
     code, err = watching.end()
