@@ -258,7 +258,7 @@ def test_a_second_stages_card_shows_every_stage_and_their_summed_time(work, fitt
                       "--card", out.parent / "MODEL.md", "--unknown", "none"], work["env"])
     assert result.exit_code == 0, result.output
     text = (out.parent / "MODEL.md").read_text()
-    for needle in ("- 2 stages, each a `python -m train fit` run",
+    for needle in ("- 2 stages, each a `python -m train fit` run, in the order they ran",
                    "### Stage 1: run `tiny`\n",
                    "### Stage 2: run `tiny-stage2`\n\n- Starts from the weights of "
                    f"`{fitted['run'] / 'last.keras'}` (not its optimizer state)\n",
@@ -292,6 +292,25 @@ def test_stages_follow_init_from_back_to_the_first_run(tmp_path, monkeypatch):
                                                       (runs / "two", {"seconds": 3})]
     (runs / "one" / "config.json").unlink()  # a first stage that is gone is left out
     assert [s.path.name for s in stages(runs / "three", last, {})] == ["two", "three"]
+
+
+def test_stages_take_in_the_teachers_runs_once_each(tmp_path):
+    from train.fit import FitConfig, stages
+
+    runs = tmp_path / "runs"
+    configs = {"one": FitConfig(), "two": FitConfig(init_from=f"{runs}/one/last.keras"),
+               "kd": FitConfig(teacher=f"{runs}/two/swa.keras", distill=0.7),
+               "undistilled": FitConfig(teacher=f"{runs}/two/swa.keras", distill=0.0)}
+    for name, cfg in configs.items():
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text(json.dumps(cfg.to_json()))
+        (runs / name / "state.json").write_text(json.dumps({"seconds": 1}))
+    last = FitConfig(init_from=f"{runs}/kd/last.keras", teacher=f"{runs}/two/swa.keras",
+                     distill=0.5)
+    chain = stages(runs / "kd-swa", last, {})
+    assert [s.path.name for s in chain] == ["one", "two", "kd", "kd-swa"]
+    assert [s.path.name for s in stages(runs / "undistilled", configs["undistilled"], {})] == [
+        "undistilled"]  # a teacher with no share of the targets took no part
 
 
 def test_distilled_targets_are_the_teachers_share_of_its_probabilities(fitted):

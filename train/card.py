@@ -121,8 +121,9 @@ def recipe_section(res: ExportResult, chain: list[Stage]) -> list[str]:
               "RGB 0..255, scaling inside the model")]
     if len(chain) == 1:
         return lines + _stage_lines(chain[0]) + [""]
-    lines.append(f"- {len(chain)} stages, each a `python -m train fit` run; each starts from "
-                 "the weights the one before it ended with")
+    lines.append(f"- {len(chain)} stages, each a `python -m train fit` run, in the order they "
+                 "ran; a stage says what it builds on: the weights it starts from, or its "
+                 "teacher")
     for number, stage in enumerate(chain, 1):
         lines += ["", f"### Stage {number}: run `{stage.path.name}`", ""] + _stage_lines(stage)
     lines += ["", (f"All stages: {_duration(train_seconds(chain))} (sum of epoch wall times)"

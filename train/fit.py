@@ -101,22 +101,37 @@ class Stage:
 MAX_STAGES = 8
 
 
-def stages(run: Path, cfg: FitConfig, state: dict) -> list[Stage]:
-    """The run and, first, the runs whose weights it started from (`fit --init-from`).
+def _source(stage: Stage, ref: str) -> Stage | None:
+    """The run that holds the model file `ref` (a checkpoint or a teacher) named by `stage`:
+    where it was named, else beside `stage` (the same folder of runs, seen from another
+    working folder); None when its folder is gone."""
+    source = Path(ref).parent
+    if not (source / "config.json").is_file():
+        source = stage.path.parent / source.name
+    try:
+        return Stage(source, FitConfig.read(source),
+                     json.loads((source / "state.json").read_text()))
+    except (OSError, ValueError):
+        return None
 
-    A source is looked for where --init-from named it, then beside the run (the same
-    folder of runs, seen from another working folder)."""
-    chain = [Stage(run, cfg, state)]
-    while chain[0].cfg.init_from and len(chain) < MAX_STAGES:
-        source = Path(chain[0].cfg.init_from).parent
-        if not (source / "config.json").is_file():
-            source = chain[0].path.parent / source.name
-        try:
-            cfg = FitConfig.read(source)
-            state = json.loads((source / "state.json").read_text())
-        except (OSError, ValueError):
-            break  # the first stage's folder is gone: the card shows what is left
-        chain.insert(0, Stage(source, cfg, state))
+
+def stages(run: Path, cfg: FitConfig, state: dict) -> list[Stage]:
+    """Every run the model took to make, each once, a run after the runs it builds on: the
+    run whose weights it started from (`fit --init-from`), the run its teacher came from
+    (`fit --teacher`), and theirs. A run whose folder is gone is left out."""
+    chain: list[Stage] = []
+    seen: set[Path] = set()
+
+    def visit(stage: Stage) -> None:
+        seen.add(stage.path.resolve())
+        teacher = stage.cfg.teacher if stage.cfg.distill else ""
+        for ref in (teacher, stage.cfg.init_from):
+            source = _source(stage, ref) if ref and len(seen) < MAX_STAGES else None
+            if source is not None and source.path.resolve() not in seen:
+                visit(source)
+        chain.append(stage)
+
+    visit(Stage(run, cfg, state))
     return chain
 
 
