@@ -239,11 +239,79 @@ def _int64s(name: str, values: Sequence[int]) -> object:
     return onnx.numpy_helper.from_array(np.asarray(values, np.int64), name)
 
 
+def _energy_nodes(logits: str, temperature: float, p: str) -> tuple[list, list]:
+    """Nodes and constants computing `energy` of `logits` into SCORE_OUTPUT."""
+    from onnx import helper
+
+    consts = [_const(p + "T", temperature)]
+    nodes = [
+        helper.make_node("Div", [logits, p + "T"], [p + "scaled"]),
+        helper.make_node("ReduceLogSumExp", [p + "scaled"], [p + "lse"], axes=[1],
+                         keepdims=0),
+        helper.make_node("Mul", [p + "lse", p + "T"], [SCORE_OUTPUT]),
+    ]
+    return nodes, consts
+
+
+def _mahalanobis_nodes(features: str, g: Gaussians, p: str) -> tuple[list, list]:
+    """Nodes and constants computing `g.score` of `features` into SCORE_OUTPUT."""
+    from onnx import helper
+
+    consts = [_const(p + "means", g.means[None]), _const(p + "precision", g.precision),
+              _const(p + "mean0", g.mean0[None]), _const(p + "precision0", g.precision0),
+              _const(p + "eps", 1e-12), _const(p + "minus1", -1.0)]
+    nodes = [
+        *_normalise_nodes(features, p, p + "eps"),
+        # distance to each class mean: (x - mu_c) P (x - mu_c), for all c at once
+        helper.make_node("Unsqueeze", [p + "x", p + "axis1"], [p + "x3"]),
+        helper.make_node("Sub", [p + "x3", p + "means"], [p + "diff"]),
+        helper.make_node("MatMul", [p + "diff", p + "precision"], [p + "diffP"]),
+        helper.make_node("Mul", [p + "diffP", p + "diff"], [p + "sq"]),
+        helper.make_node("ReduceSum", [p + "sq", p + "axis2"], [p + "d_class"], keepdims=0),
+        helper.make_node("ReduceMin", [p + "d_class"], [p + "d_min"], axes=[1],
+                         keepdims=0),
+        # distance to the mean of all training features
+        helper.make_node("Sub", [p + "x", p + "mean0"], [p + "diff0"]),
+        helper.make_node("MatMul", [p + "diff0", p + "precision0"], [p + "diff0P"]),
+        helper.make_node("Mul", [p + "diff0P", p + "diff0"], [p + "sq0"]),
+        helper.make_node("ReduceSum", [p + "sq0", p + "axis1"], [p + "d_all"], keepdims=0),
+        helper.make_node("Sub", [p + "d_min", p + "d_all"], [p + "relative"]),
+        helper.make_node("Mul", [p + "relative", p + "minus1"], [SCORE_OUTPUT]),
+    ]
+    consts += [_int64s(p + "axis1", [1]), _int64s(p + "axis2", [2])]
+    return nodes, consts
+
+
+def _score_nodes(method: str, heads: Heads, p: str, temperature: float,
+                 gaussians: Gaussians | None, probe: Probe | None) -> tuple[list, list]:
+    """Nodes and constants computing `method`'s score into SCORE_OUTPUT; ValueError when
+    what it was fitted on is missing."""
+    if method == "energy":
+        return _energy_nodes(heads.logits, temperature, p)
+    if method == "probe":
+        if probe is None:
+            raise ValueError("the probe score needs the fitted probe")
+        return _probe_nodes(probe, p)
+    if gaussians is None:
+        raise ValueError("rel-mahalanobis needs the fitted class Gaussians")
+    return _mahalanobis_nodes(heads.features, gaussians, p)
+
+
+def _score_value(proto) -> object:
+    """The graph output `scene_score`: float32, one per image of `proto`'s batch."""
+    import onnx
+    from onnx import helper
+
+    batch = proto.graph.output[0].type.tensor_type.shape.dim[0]
+    value = helper.make_tensor_value_info(SCORE_OUTPUT, onnx.TensorProto.FLOAT, [None])
+    value.type.tensor_type.shape.dim[0].CopyFrom(batch)
+    return value
+
+
 def add_score(proto, method: str, *, temperature: float = 1.0,
               gaussians: Gaussians | None = None, probe: Probe | None = None):
     """A copy of the model with a `scene_score` output ([batch] float32) beside `probs`."""
     import onnx
-    from onnx import helper
 
     if method not in METHODS:
         raise ValueError(f"unknown score method {method!r}; choose from {', '.join(METHODS)}")
@@ -253,53 +321,10 @@ def add_score(proto, method: str, *, temperature: float = 1.0,
     graph = out.graph
     if any(o.name == SCORE_OUTPUT for o in graph.output):
         raise SurgeryError(f"the model already has a {SCORE_OUTPUT!r} output")
-    p = "scene_score/"
-    nodes, consts = [], []
-    if method == "energy":
-        consts.append(_const(p + "T", temperature))
-        nodes += [
-            helper.make_node("Div", [heads.logits, p + "T"], [p + "scaled"]),
-            helper.make_node("ReduceLogSumExp", [p + "scaled"], [p + "lse"], axes=[1],
-                             keepdims=0),
-            helper.make_node("Mul", [p + "lse", p + "T"], [SCORE_OUTPUT]),
-        ]
-    elif method == "probe":
-        if probe is None:
-            raise ValueError("the probe score needs the fitted probe")
-        nodes, consts = _probe_nodes(probe, p)
-    else:
-        if gaussians is None:
-            raise ValueError("rel-mahalanobis needs the fitted class Gaussians")
-        g = gaussians
-        consts += [_const(p + "means", g.means[None]), _const(p + "precision", g.precision),
-                   _const(p + "mean0", g.mean0[None]), _const(p + "precision0", g.precision0),
-                   _const(p + "eps", 1e-12), _const(p + "minus1", -1.0)]
-        f = heads.features
-        nodes += [
-            *_normalise_nodes(f, p, p + "eps"),
-            # distance to each class mean: (x - mu_c) P (x - mu_c), for all c at once
-            helper.make_node("Unsqueeze", [p + "x", p + "axis1"], [p + "x3"]),
-            helper.make_node("Sub", [p + "x3", p + "means"], [p + "diff"]),
-            helper.make_node("MatMul", [p + "diff", p + "precision"], [p + "diffP"]),
-            helper.make_node("Mul", [p + "diffP", p + "diff"], [p + "sq"]),
-            helper.make_node("ReduceSum", [p + "sq", p + "axis2"], [p + "d_class"], keepdims=0),
-            helper.make_node("ReduceMin", [p + "d_class"], [p + "d_min"], axes=[1],
-                             keepdims=0),
-            # distance to the mean of all training features
-            helper.make_node("Sub", [p + "x", p + "mean0"], [p + "diff0"]),
-            helper.make_node("MatMul", [p + "diff0", p + "precision0"], [p + "diff0P"]),
-            helper.make_node("Mul", [p + "diff0P", p + "diff0"], [p + "sq0"]),
-            helper.make_node("ReduceSum", [p + "sq0", p + "axis1"], [p + "d_all"], keepdims=0),
-            helper.make_node("Sub", [p + "d_min", p + "d_all"], [p + "relative"]),
-            helper.make_node("Mul", [p + "relative", p + "minus1"], [SCORE_OUTPUT]),
-        ]
-        consts += [_int64s(p + "axis1", [1]), _int64s(p + "axis2", [2])]
+    nodes, consts = _score_nodes(method, heads, "scene_score/", temperature, gaussians, probe)
     graph.initializer.extend(consts)
     graph.node.extend(nodes)
-    batch = proto.graph.output[0].type.tensor_type.shape.dim[0]
-    value = helper.make_tensor_value_info(SCORE_OUTPUT, onnx.TensorProto.FLOAT, [None])
-    value.type.tensor_type.shape.dim[0].CopyFrom(batch)
-    graph.output.append(value)
+    graph.output.append(_score_value(proto))
     return out
 
 

@@ -168,18 +168,57 @@ def fit_unknown(proto, train_paths: Sequence[str], train_labels: Sequence[int],
 
     props = {p.key: p.value for p in proto.metadata_props}
     meta = ModelMeta.from_props({k: v for k, v in props.items() if k != "unknown"})
-    gaussians = probe = None
-    if method == "rel-mahalanobis":
-        heads = ood.find_heads(proto)
-        with_features = ood.with_outputs(proto, [heads.features]).SerializeToString()
-        features = run_outputs(with_features, meta, train_paths, [heads.features], threads)
-        gaussians = ood.Gaussians.fit(features[heads.features],
-                                      np.asarray(train_labels)[features["kept"]])
-    elif method == "probe":
-        probe = fit_probe(proto, meta, train_paths, negatives, threads)
+    gaussians, probe = _fit_score(proto, meta, method, train_paths, train_labels, negatives,
+                                  threads)
     learnt_from = {os.path.realpath(p) for p in negatives}
     other_paths = [p for p in other_paths if os.path.realpath(p) not in learnt_from]
     scored = ood.add_score(proto, method, gaussians=gaussians, probe=probe)
+    fitted = _measure(scored, meta, val_paths, other_paths, keep, threads)
+    threshold = fitted.rule.threshold
+    details = {
+        "method": method,
+        "keep": keep,
+        "fitted_on": f"{fitted_on} ({len(fitted.extra['val_kept'])} scene photos)",
+        "scenes_kept": round(float(np.mean(fitted.val_scores >= threshold)), 6),
+        **_learnt_details(method, train_paths, probe, negatives),
+        **_checked_details(fitted.separation, checked_on),
+    }
+    fitted.rule = UnknownRule(SCORE_OUTPUT, threshold, details)
+    merged = dict(props)
+    merged["unknown"] = ModelMeta(meta.labels, meta.image_size, unknown=fitted.rule) \
+        .to_props()["unknown"]
+    del scored.metadata_props[:]
+    onnx.helper.set_model_props(scored, merged)
+    return fitted
+
+
+def _fit_score(proto, meta: ModelMeta, method: str, train_paths: Sequence[str],
+               train_labels: Sequence[int], negatives: Sequence[str],
+               threads: int) -> tuple[ood.Gaussians | None, ood.Probe | None]:
+    """What `method` learns from the training images: the class Gaussians for
+    rel-mahalanobis, the probe for probe, nothing for energy."""
+    if method == "rel-mahalanobis":
+        return _fit_gaussians(proto, meta, train_paths, train_labels, threads), None
+    if method == "probe":
+        return None, fit_probe(proto, meta, train_paths, negatives, threads)
+    return None, None
+
+
+def _fit_gaussians(proto, meta: ModelMeta, train_paths: Sequence[str],
+                   train_labels: Sequence[int], threads: int) -> ood.Gaussians:
+    """The `rel-mahalanobis` score's class Gaussians, over the training images' pooled
+    features."""
+    heads = ood.find_heads(proto)
+    with_features = ood.with_outputs(proto, [heads.features]).SerializeToString()
+    features = run_outputs(with_features, meta, train_paths, [heads.features], threads)
+    return ood.Gaussians.fit(features[heads.features],
+                             np.asarray(train_labels)[features["kept"]])
+
+
+def _measure(scored, meta: ModelMeta, val_paths: Sequence[str], other_paths: Sequence[str],
+             keep: float, threads: int) -> Fitted:
+    """Run the scored model on the validation split, fit the threshold that keeps `keep`
+    of it, and run it on `other_paths` (when there are any)."""
     scored_bytes = scored.SerializeToString()
     names = ["probs", SCORE_OUTPUT]
     val = run_outputs(scored_bytes, meta, val_paths, names, threads)
@@ -189,12 +228,13 @@ def fit_unknown(proto, train_paths: Sequence[str], train_labels: Sequence[int],
     if other_paths:
         other = run_outputs(scored_bytes, meta, other_paths, names, threads)
         fitted.other_scores, fitted.other_probs = other[SCORE_OUTPUT], other["probs"]
-    details = {
-        "method": method,
-        "keep": keep,
-        "fitted_on": f"{fitted_on} ({len(val['kept'])} scene photos)",
-        "scenes_kept": round(float(np.mean(fitted.val_scores >= threshold)), 6),
-    }
+    return fitted
+
+
+def _learnt_details(method: str, train_paths: Sequence[str], probe: ood.Probe | None,
+                    negatives: Sequence[str]) -> dict:
+    """The rule's details on what the score learnt from."""
+    details: dict = {}
     if method == "rel-mahalanobis":
         details["features_from"] = f"{len(train_paths)} training images"
     if method == "probe":
@@ -203,18 +243,16 @@ def fit_unknown(proto, train_paths: Sequence[str], train_labels: Sequence[int],
                                  f"{len(negatives)} photos that are not scenes, each as "
                                  f"given and shrunk to {SHRUNK_SIZE} px")
         details["layers"] = list(probe.layers)
-    sep = fitted.separation
-    if sep is not None:
-        details["checked_on"] = {"set": checked_on or "photos that are not scenes",
-                                 "n": sep.n_others, "auroc": round(sep.auroc, 4),
-                                 "called_unknown": round(sep.others_rejected, 4)}
-    fitted.rule = UnknownRule(SCORE_OUTPUT, threshold, details)
-    merged = dict(props)
-    merged["unknown"] = ModelMeta(meta.labels, meta.image_size, unknown=fitted.rule) \
-        .to_props()["unknown"]
-    del scored.metadata_props[:]
-    onnx.helper.set_model_props(scored, merged)
-    return fitted
+    return details
+
+
+def _checked_details(sep: ood.Separation | None, checked_on: str) -> dict:
+    """The rule's details on how it did on photos that are not scenes, if measured."""
+    if sep is None:
+        return {}
+    return {"checked_on": {"set": checked_on or "photos that are not scenes",
+                           "n": sep.n_others, "auroc": round(sep.auroc, 4),
+                           "called_unknown": round(sep.others_rejected, 4)}}
 
 
 def image_files(root: str | os.PathLike) -> list[str]:

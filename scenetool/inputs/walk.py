@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from scenetool.fsutil import describe_mode, open_fd
@@ -108,6 +108,8 @@ def walk(paths: Iterable[str], recursive: bool = True,
 
 def _walk_dir(root: str, recursive: bool, seen: set[tuple[int, int]], once: _Once,
               stats: WalkStats) -> Iterator[Item]:
+    """The candidates under the folder `root`, depth first in name order; each folder is
+    held open by descriptor while its entries are yielded."""
     extensions = candidate_extensions()
     stack = [root]
     while stack:
@@ -118,49 +120,77 @@ def _walk_dir(root: str, recursive: bool, seen: set[tuple[int, int]], once: _Onc
             stats.errors.append(f"{shown(folder)}: {exc.strerror or exc}")
             continue
         try:
-            st = os.fstat(fd)
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                stats.cycles += 1
+            entries = _new_entries(fd, folder, seen, stats)
+            if entries is None:
                 continue
-            seen.add(key)
-            try:
-                with os.scandir(fd) as it:
-                    entries = sorted(it, key=lambda e: e.name)
-            except OSError as exc:
-                stats.errors.append(f"{shown(folder)}: {exc.strerror or exc}")
-                continue
-            subdirs = []
-            for entry in entries:
-                path = os.path.join(folder, entry.name)
-                named_like_image = os.path.splitext(entry.name)[1].lower() in extensions
-                try:
-                    st = entry.stat()  # follows symlinks
-                except FileNotFoundError:  # a dangling symlink
-                    if named_like_image:
-                        stats.candidates += 1
-                        yield Item(path, error="broken symbolic link")
-                    else:
-                        stats.skipped += 1
-                    continue
-                except OSError as exc:  # a symlink loop, a permission on the way, ...
-                    stats.errors.append(f"{shown(path)}: {exc.strerror or exc}")
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    if recursive:
-                        subdirs.append(path)
-                elif not stat.S_ISREG(st.st_mode):
-                    if named_like_image:
-                        stats.candidates += 1
-                        yield _not_a_file(path, st.st_mode, entry.is_symlink())
-                    else:
-                        stats.skipped += 1
-                elif named_like_image or is_candidate(path):
-                    if once.first(path):
-                        stats.candidates += 1
-                        yield Item(path, st.st_size, st.st_mtime)
-                else:
-                    stats.skipped += 1
+            subdirs = yield from _entry_items(folder, entries, extensions, recursive, once,
+                                              stats)
             stack.extend(reversed(subdirs))
         finally:
             os.close(fd)
+
+
+def _new_entries(fd: int, folder: str, seen: set[tuple[int, int]],
+                 stats: WalkStats) -> list[os.DirEntry[str]] | None:
+    """The entries of the open folder `fd` in name order; None for a folder already walked
+    (counted in `stats.cycles`) or one that cannot be listed (in `stats.errors`)."""
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino)
+    if key in seen:
+        stats.cycles += 1
+        return None
+    seen.add(key)
+    try:
+        with os.scandir(fd) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        stats.errors.append(f"{shown(folder)}: {exc.strerror or exc}")
+        return None
+
+
+def _entry_items(folder: str, entries: list[os.DirEntry[str]], extensions: frozenset[str],
+                 recursive: bool, once: _Once,
+                 stats: WalkStats) -> Generator[Item, None, list[str]]:
+    """Yield the candidates among a folder's `entries`; return its subfolders to walk."""
+    subdirs = []
+    for entry in entries:
+        path = os.path.join(folder, entry.name)
+        named_like_image = os.path.splitext(entry.name)[1].lower() in extensions
+        try:
+            st = entry.stat()  # follows symlinks
+        except FileNotFoundError:  # a dangling symlink
+            if named_like_image:
+                stats.candidates += 1
+                yield Item(path, error="broken symbolic link")
+            else:
+                stats.skipped += 1
+            continue
+        except OSError as exc:  # a symlink loop, a permission on the way, ...
+            stats.errors.append(f"{shown(path)}: {exc.strerror or exc}")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if recursive:
+                subdirs.append(path)
+            continue
+        item = _file_item(path, st, entry, named_like_image, once, stats)
+        if item is not None:
+            yield item
+    return subdirs
+
+
+def _file_item(path: str, st: os.stat_result, entry: os.DirEntry[str], named_like_image: bool,
+               once: _Once, stats: WalkStats) -> Item | None:
+    """The item for an entry that is not a folder; None (counted in `stats`) for one that
+    is not an image or was already yielded."""
+    if not stat.S_ISREG(st.st_mode):
+        if named_like_image:
+            stats.candidates += 1
+            return _not_a_file(path, st.st_mode, entry.is_symlink())
+        stats.skipped += 1
+    elif named_like_image or is_candidate(path):
+        if once.first(path):
+            stats.candidates += 1
+            return Item(path, st.st_size, st.st_mtime)
+    else:
+        stats.skipped += 1
+    return None

@@ -364,38 +364,63 @@ def write_contact_sheet(store: Store, run: Run | None, target: str | os.PathLike
             closing(ordered_map(make_thumbnail, shown, threads, 4 * threads)) as thumbs:
         _header(out, sheet, run)
         for section in sections:
-            is_low = section.label is None
-            if is_low:
-                out.write("<section id=\"low\">")
-            else:
-                out.write(f"<section class=\"class\" id=\"{section.key}\""
-                          f" data-label=\"{esc(section.label)}\">")
-            out.write(f"<h2>{esc(section.title)} <span class=\"count\">{section.count:,}"
-                      "</span></h2>\n")
-            low_here = 0 if is_low else sheet.low_by_label.get(section.title, 0)
-            if low_here:
-                out.write(f"<p class=\"note\">{low_here:,} of them below "
-                          f"{low_threshold:.0%} confidence, also shown under "
-                          "<a href=\"#low\">Low confidence</a></p>\n")
-            out.write("<div class=\"grid\">\n")
-            for index, row in enumerate(section.shown):
-                thumb = next(thumbs)
-                unreadable += thumb.uri is None
-                _figure(out, row, index, thumb, is_low)
-            out.write("</div>\n")
-            if section.left_out:
-                what = "low-confidence" if is_low else section.title
-                out.write(f"<p class=\"more\">{section.left_out:,} more {esc(what)} "
-                          f"{'image' if section.left_out == 1 else 'images'} not shown "
-                          f"(--html-limit {limit:,})</p>\n")
-            out.write("</section>\n")
-        if not sheet.total:
-            out.write("<p class=\"note\">No images.</p>\n")
-        if sheet.failed:
-            _failed(out, sheet.failed)
-        out.write(f"</main>\n<footer>Made by scenetool {esc(__version__)} from "
-                  f"{esc(store.path)}. This file is self-contained: it loads nothing "
-                  f"from anywhere.</footer>\n<script>{SCRIPT}</script>\n</body></html>\n")
+            unreadable += _section(out, section, sheet, thumbs)
+        _footer(out, sheet, store)
+    return _description(target, sheet, sections, unreadable)
+
+
+def _section(out: IO[str], section: Section, sheet: Sheet, thumbs: Iterator[Thumb]) -> int:
+    """Write one section, its thumbnails taken in turn from `thumbs`; returns how many of
+    them could not be read."""
+    is_low = section.label is None
+    _section_heading(out, section, sheet, is_low)
+    out.write("<div class=\"grid\">\n")
+    unreadable = 0
+    for index, row in enumerate(section.shown):
+        thumb = next(thumbs)
+        unreadable += thumb.uri is None
+        _figure(out, row, index, thumb, is_low)
+    out.write("</div>\n")
+    if section.left_out:
+        what = "low-confidence" if is_low else section.title
+        out.write(f"<p class=\"more\">{section.left_out:,} more {esc(what)} "
+                  f"{'image' if section.left_out == 1 else 'images'} not shown "
+                  f"(--html-limit {sheet.limit:,})</p>\n")
+    out.write("</section>\n")
+    return unreadable
+
+
+def _section_heading(out: IO[str], section: Section, sheet: Sheet, is_low: bool) -> None:
+    """The section's opening tag and heading, and for a class the note on how many of its
+    images are also under Low confidence."""
+    if is_low:
+        out.write("<section id=\"low\">")
+    else:
+        out.write(f"<section class=\"class\" id=\"{section.key}\""
+                  f" data-label=\"{esc(section.label)}\">")
+    out.write(f"<h2>{esc(section.title)} <span class=\"count\">{section.count:,}"
+              "</span></h2>\n")
+    low_here = 0 if is_low else sheet.low_by_label.get(section.title, 0)
+    if low_here:
+        out.write(f"<p class=\"note\">{low_here:,} of them below "
+                  f"{sheet.low_threshold:.0%} confidence, also shown under "
+                  "<a href=\"#low\">Low confidence</a></p>\n")
+
+
+def _footer(out: IO[str], sheet: Sheet, store: Store) -> None:
+    """Everything after the sections: the no-images note, the failed files, the footer
+    and the script."""
+    if not sheet.total:
+        out.write("<p class=\"note\">No images.</p>\n")
+    if sheet.failed:
+        _failed(out, sheet.failed)
+    out.write(f"</main>\n<footer>Made by scenetool {esc(__version__)} from "
+              f"{esc(store.path)}. This file is self-contained: it loads nothing "
+              f"from anywhere.</footer>\n<script>{SCRIPT}</script>\n</body></html>\n")
+
+
+def _description(target: Path, sheet: Sheet, sections: list[Section], unreadable: int) -> str:
+    """The one line that tells the user what was written."""
     left_out = sum(s.left_out for s in sections)
     notes = []
     if left_out:

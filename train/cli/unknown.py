@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,11 @@ from train.cli.common import (
     probe_negatives,
     training_data_option,
 )
+
+if TYPE_CHECKING:  # annotations only: numpy and train.unknown load when the command runs
+    import numpy as np
+
+    from train.unknown import Fitted
 
 
 def _split_files(data_dir: str, split_path: str):
@@ -70,8 +76,6 @@ def unknown(model_file: str, data_dir: str, split_path: str, others_dir: str | N
     import numpy as np
     import onnx
 
-    from scenetool.fsutil import atomic_path, write_text
-    from scenetool.model import ModelError, SceneModel
     from train.ood import SurgeryError
     from train.unknown import fit_unknown, image_files, write_figures
 
@@ -88,13 +92,35 @@ def unknown(model_file: str, data_dir: str, split_path: str, others_dir: str | N
                              negatives=negatives)
     except (SurgeryError, ValueError) as exc:
         raise TrainError(str(exc)) from exc
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(Path(out)) as tmp:
+    _save(fitted, Path(out))
+    _say_what_was_written(fitted, method, out, others_dir)
+    true = np.asarray(val_y)[fitted.extra["val_kept"]]
+    if figures:
+        write_figures(fitted, true, Path(figures), Path(model_file).name)
+        click.echo(f"figures: {figures}", err=True)
+    if card:
+        _update_card(Path(card), fitted, true, Path(model_file).name)
+        click.echo(f"model card: {card}", err=True)
+
+
+def _save(fitted: Fitted, out: Path) -> None:
+    """Write the scored model to `out`, in place only once the runtime has opened it."""
+    import onnx
+
+    from scenetool.fsutil import atomic_path
+    from scenetool.model import ModelError, SceneModel
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
         onnx.save(fitted.proto, tmp)
         try:
             SceneModel(tmp, threads=1)
         except ModelError as exc:
             raise TrainError(f"the runtime cannot open the scored model: {exc}") from exc
+
+
+def _say_what_was_written(fitted: Fitted, method: str, out: str, others_dir: str | None) -> None:
+    """The threshold and what it keeps, and how it did on --others when measured."""
     rule = fitted.rule
     click.echo(f"wrote {out}: {method} score, threshold {rule.threshold:.4g} keeps "
                f"{rule.details['scenes_kept']:.1%} of {len(fitted.val_scores)} validation "
@@ -103,14 +129,12 @@ def unknown(model_file: str, data_dir: str, split_path: str, others_dir: str | N
     if sep is not None:
         click.echo(f"{others_dir}: {sep.n_others} photos, AUROC {sep.auroc:.3f}, "
                    f"{sep.others_rejected:.1%} called unknown at the threshold")
-    true = np.asarray(val_y)[fitted.extra["val_kept"]]
-    if figures:
-        write_figures(fitted, true, Path(figures), Path(model_file).name)
-        click.echo(f"figures: {figures}", err=True)
-    if card:
-        from train.unknown import scene_sections, splice_sections
 
-        lines = scene_sections(fitted.val_probs, true, fitted, Path(card).parent,
-                               Path(model_file).name)
-        write_text(Path(card), splice_sections(Path(card).read_text(encoding="utf-8"), lines))
-        click.echo(f"model card: {card}", err=True)
+
+def _update_card(card: Path, fitted: Fitted, true: np.ndarray, model_name: str) -> None:
+    """Replace the card's Calibration and Not a scene sections, their figures beside it."""
+    from scenetool.fsutil import write_text
+    from train.unknown import scene_sections, splice_sections
+
+    lines = scene_sections(fitted.val_probs, true, fitted, card.parent, model_name)
+    write_text(card, splice_sections(card.read_text(encoding="utf-8"), lines))
