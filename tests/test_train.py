@@ -807,3 +807,23 @@ def test_speed_and_candidates_compare_models_side_by_side(work, fitted, exported
     assert row["images_per_second"] > 0 and row["extra"]["failed"] == 1  # broken.jpg
     assert "| `tiny` |" in result.output and "1.00x" in result.output
     assert registry.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    again = _invoke(["candidates", f"tiny={out}", "--data", work["data"], "--split",
+                     fitted["run"] / "split.txt", "--registry", registry, "--reference", "tiny",
+                     "--note", "tiny=the tiny test model"], work["env"])
+    assert again.exit_code == 0, again.output
+    (row,) = json.loads(registry.read_text())["candidates"]
+    # the note given; the time the file carries, as --train-seconds no longer says otherwise
+    assert (row["note"], row["train_seconds"]) == ("the tiny test model",
+                                                   meta.extra["train_seconds"])
+
+
+def test_a_candidate_measured_again_keeps_its_note_and_training_time():
+    from train.candidates import Candidate, merge
+
+    old = [Candidate("a", note="written once", train_seconds=60.0), Candidate("b", note="b")]
+    new = [Candidate("a", accuracy=0.9), Candidate("c", accuracy=0.5, train_seconds=5.0),
+           Candidate("b", note="new note", train_seconds=7.0)]
+    rows = merge(old, new)
+    assert [(r.name, r.note, r.train_seconds, r.accuracy) for r in rows] == [
+        ("a", "written once", 60.0, 0.9), ("b", "new note", 7.0, None),
+        ("c", "measured: onnxruntime", 5.0, 0.5)]

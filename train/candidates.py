@@ -12,7 +12,7 @@ in the registry as recorded, and say so.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from scenetool.fsutil import write_text
@@ -56,8 +56,10 @@ def _params(meta_extra: dict, proto_path: Path) -> int:
 
 
 def measure(files: dict[str, Path], data: str, split: str,
-            train_seconds: dict[str, float] | None = None, threads: int = 2) -> list[Candidate]:
-    """Measure every ONNX file of `files` (name -> path) on `split` and side by side."""
+            train_seconds: dict[str, float] | None = None, notes: dict[str, str] | None = None,
+            threads: int = 2) -> list[Candidate]:
+    """Measure every ONNX file of `files` (name -> path) on `split` and side by side. A
+    row's note is `notes[name]`, else empty (`merge` then keeps the note it had)."""
     from scenetool.evaluate import evaluate, listed_items
     from scenetool.model import SceneModel
     from train.evaluate import utc_now
@@ -71,7 +73,7 @@ def measure(files: dict[str, Path], data: str, split: str,
         extra = model.meta.extra
         seconds = (train_seconds or {}).get(name, extra.get("train_seconds"))
         rows.append(Candidate(
-            name=name, note=f"measured: onnxruntime on {Path(split).name}",
+            name=name, note=(notes or {}).get(name, ""),
             accuracy=round(result.scores.accuracy, 6), macro_f1=round(result.scores.macro_f1, 6),
             images_per_second=round(speeds[model.path].images_per_second, 1),
             params=_params(extra, path), train_seconds=seconds,
@@ -82,8 +84,19 @@ def measure(files: dict[str, Path], data: str, split: str,
 
 
 def merge(old: list[Candidate], new: list[Candidate]) -> list[Candidate]:
-    """The registry with `new` rows replacing those of the same name, order kept."""
-    by_name = {r.name: r for r in new}
+    """The registry with `new` rows replacing those of the same name, order kept.
+
+    A measured row without a note keeps the note of the row it replaces (what the model
+    is, written once), else gets a plain one; a row whose file carries no training time
+    keeps the time of the row it replaces."""
+    before = {r.name: r for r in old}
+    by_name = {}
+    for row in new:
+        prev = before.get(row.name)
+        by_name[row.name] = replace(
+            row, note=row.note or (prev.note if prev else "") or "measured: onnxruntime",
+            train_seconds=row.train_seconds if row.train_seconds is not None
+            else prev.train_seconds if prev else None)
     out = [by_name.pop(r.name, r) for r in old]
     return out + list(by_name.values())
 

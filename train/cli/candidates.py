@@ -23,8 +23,12 @@ from train.cli.common import Command, TrainError, training_data_option
               help="The row speed ratios are taken against (the shipped model).")
 @click.option("--train-seconds", "seconds", multiple=True, metavar="NAME=SECONDS",
               help="Training time of a candidate whose metadata lacks it.")
+@click.option("--note", "notes", multiple=True, metavar="NAME=TEXT",
+              help="What a candidate is, for the table. A candidate measured again keeps "
+                   "its note unless given a new one.")
 def candidates(models: tuple[str, ...], data_dir: str, split_path: str, registry: str,
-               png: str | None, reference: str, seconds: tuple[str, ...]) -> None:
+               png: str | None, reference: str, seconds: tuple[str, ...],
+               notes: tuple[str, ...]) -> None:
     """Measure candidate models side by side and keep them in one table and one plot.
 
     Each NAME=FILE.onnx is scored on the split through the runtime (accuracy, macro F1)
@@ -52,7 +56,9 @@ def candidates(models: tuple[str, ...], data_dir: str, split_path: str, registry
     rows = cand.load(path)
     if files:
         try:
-            rows = cand.merge(rows, cand.measure(files, data_dir, split_path, secs))
+            measured = cand.measure(files, data_dir, split_path, secs,
+                                    pairs(notes, "--note"))
+            rows = cand.merge(rows, measured)
         except ValueError as exc:
             raise TrainError(str(exc)) from exc
         cand.save(path, rows)
