@@ -821,9 +821,10 @@ def test_a_candidate_measured_again_keeps_its_note_and_training_time():
     from train.candidates import Candidate, merge
 
     old = [Candidate("a", note="written once", train_seconds=60.0), Candidate("b", note="b")]
-    new = [Candidate("a", accuracy=0.9), Candidate("c", accuracy=0.5, train_seconds=5.0),
+    new = [Candidate("a", accuracy=0.9),
+           Candidate("c", accuracy=0.5, train_seconds=5.0, extra={"split": "val.txt"}),
            Candidate("b", note="new note", train_seconds=7.0)]
     rows = merge(old, new)
     assert [(r.name, r.note, r.train_seconds, r.accuracy) for r in rows] == [
         ("a", "written once", 60.0, 0.9), ("b", "new note", 7.0, None),
-        ("c", "measured: onnxruntime", 5.0, 0.5)]
+        ("c", "measured: onnxruntime on val.txt", 5.0, 0.5)]

@@ -79,7 +79,8 @@ def measure(files: dict[str, Path], data: str, split: str,
             params=_params(extra, path), train_seconds=seconds,
             file_mb=round(path.stat().st_size / 1e6, 2), file=str(path), measured=utc_now(),
             extra={"image_size": list(model.image_size), "arch": extra.get("arch"),
-                   "n": result.scores.n, "failed": len(result.failed)}))
+                   "n": result.scores.n, "failed": len(result.failed),
+                   "split": Path(split).name}))
     return rows
 
 
@@ -93,10 +94,13 @@ def merge(old: list[Candidate], new: list[Candidate]) -> list[Candidate]:
     by_name = {}
     for row in new:
         prev = before.get(row.name)
-        by_name[row.name] = replace(
-            row, note=row.note or (prev.note if prev else "") or "measured: onnxruntime",
-            train_seconds=row.train_seconds if row.train_seconds is not None
-            else prev.train_seconds if prev else None)
+        plain = "measured: onnxruntime" + (f" on {row.extra['split']}"
+                                           if "split" in row.extra else "")
+        seconds = row.train_seconds
+        if seconds is None and prev:
+            seconds = prev.train_seconds
+        by_name[row.name] = replace(row, note=row.note or (prev.note if prev else "") or plain,
+                                    train_seconds=seconds)
     out = [by_name.pop(r.name, r) for r in old]
     return out + list(by_name.values())
 
