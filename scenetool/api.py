@@ -79,6 +79,10 @@ class Results(Iterator["Row"]):
         return self.job.model
 
     def close(self) -> None:
+        # The rows' generators first: a stream left mid-way (Ctrl-C while a row was being
+        # shown) would otherwise keep its engine's work going (Ray Data's executor and
+        # actors) until garbage collection, after the engine itself was let go.
+        self._rows.close()
         if self._watcher is not None:
             self._watcher.__exit__(None, None, None)
             self._watcher = None

@@ -337,6 +337,51 @@ def poll_ends(pids: dict[int, str], proc: subprocess.Popen, limit: float = 150) 
     raise AssertionError("unreachable")
 
 
+@pytest.mark.parametrize("left", ["closed", "interrupted while labelling"])
+def test_a_stream_left_mid_way_stops_its_ray_data_work_at_once(ray_cluster, tmp_path,
+                                                               monkeypatch, left):
+    """Ctrl-C leaves the stream mid-way: suspended (while a row was being shown; the CLI
+    then closes it) or unwound by the interrupt, whose traceback the CLI keeps to the end.
+    Either way Ray Data's executor is shut down there and then, while the run's Ray is
+    still up, and its actors end. Left to garbage collection it went on after its Ray was
+    shut down, and a Ctrl-C run exited 1 now and then instead of 130."""
+    import threading
+
+    from scenetool import api
+    from scenetool.engines import common
+    from scenetool.engines.ray import ray_engine
+
+    def actors() -> list[int]:
+        return [pid for pid, command in descendants(os.getpid()).items()
+                if "MapWorker" in command and "Classifier" in command]
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    photos = tmp_path / "photos"
+    make_photos(photos, 400)
+    model = open_model()
+    with ray_engine(model, Settings(batch_size=4)) as engine:
+        results = api.classify([str(photos)], model=model, batch_size=4, engine=engine)
+        next(results)
+        # Ray Data's StreamingExecutor is the thread that runs the dataset.
+        running = [thread for thread in threading.enumerate()
+                   if thread.name.startswith("StreamingExecutor")]
+        assert running and actors()
+        if left == "closed":
+            results.close()
+        else:
+            monkeypatch.setattr(common, "label", interrupt)
+            with pytest.raises(KeyboardInterrupt) as interrupted:
+                list(results)
+            assert interrupted.tb is not None  # held, as the CLI holds it
+        assert all(executor._shutdown for executor in running)  # Ray Data's own flag
+        deadline = time.time() + 60
+        while actors() and time.time() < deadline:
+            time.sleep(0.1)
+        assert not actors()
+
+
 def test_tasks_carry_several_batches_yet_commit_one_at_a_time(ray_cluster, tmp_path):
     """A Ray task classifies several batches (fewer tasks: less overhead for the driver,
     the raylet and the actors), yet results reach the store a batch per transaction, as

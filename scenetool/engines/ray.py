@@ -27,7 +27,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from itertools import islice
 from typing import Any
 
@@ -157,9 +157,17 @@ class RayEngine:
             batch_size=batch_size, batch_format="numpy", num_cpus=1,
             compute=ray.data.ActorPoolStrategy(
                 size=replicas, max_tasks_in_flight_per_actor=TASKS_IN_FLIGHT))
-        labels, threshold = self.model.labels, self.model.unknown_threshold
         # A batch at a time, as the local engine yields them: one store transaction each.
-        for out in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        # Closed on the way out, also when left early, so Ray Data's executor stops while
+        # this run's Ray is still up (its own cleanup waits for garbage collection).
+        outs = iter(dataset.iter_batches(batch_size=batch_size, batch_format="numpy"))
+        with closing(outs):
+            yield from self._labelled(outs, chunk)
+
+    def _labelled(self, outs: Iterator[dict], chunk: list[Item]) -> Iterator[list[Result]]:
+        """Ray Data's output batches as lists of Results for `chunk`'s items."""
+        labels, threshold = self.model.labels, self.model.unknown_threshold
+        for out in outs:
             results = []
             for index, probs, score, error in zip(out["index"], out["probs"], out["scores"],
                                                   out["error"], strict=True):
