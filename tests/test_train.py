@@ -20,8 +20,8 @@ from PIL import Image
 
 from train import data as data_mod
 from train import export as export_mod  # TensorFlow and tf2onnx load only when called
-from train import fit as fit_mod
 from train.cli import cli
+from train.fitting import fit as fit_mod
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
@@ -111,7 +111,7 @@ def fitted(work) -> dict:
 def _weights(path: Path) -> list[np.ndarray]:
     import keras
 
-    import train.schedule  # noqa: F401
+    import train.fitting.schedule  # noqa: F401
 
     return keras.models.load_model(path, compile=False).get_weights()
 
@@ -153,7 +153,7 @@ def test_fit_resumes_where_it_stopped(fitted):
 
     import keras
 
-    import train.schedule  # noqa: F401
+    import train.fitting.schedule  # noqa: F401
 
     model = keras.models.load_model(run / "last.keras")
     steps = metrics["n_train"] // BATCH
@@ -199,7 +199,7 @@ def test_the_epoch_average_is_the_mean_of_each_epochs_weights_across_a_resume(fi
 def test_warm_restarts_start_every_cycle_at_the_peak_and_end_it_near_zero():
     import keras
 
-    from train.schedule import WarmupCosine
+    from train.fitting.schedule import WarmupCosine
 
     schedule = WarmupCosine(1e-3, warmup=10, total=310, cycle=100)
     lr = [float(schedule(step)) for step in range(310)]
@@ -235,7 +235,7 @@ def test_a_second_stage_starts_from_the_first_stages_weights(fitted, second_stag
     # with exactly the weights it started from.
     import keras
 
-    import train.schedule  # noqa: F401
+    import train.fitting.schedule  # noqa: F401
 
     def trainable(path: Path) -> list[np.ndarray]:
         model = keras.models.load_model(path, compile=False)
@@ -274,7 +274,7 @@ def test_a_second_stages_card_shows_every_stage_and_their_summed_time(work, fitt
 
 
 def test_stages_follow_init_from_back_to_the_first_run(tmp_path, monkeypatch):
-    from train.fit import FitConfig, stages
+    from train.fitting.fit import FitConfig, stages
 
     runs = tmp_path / "runs"
     for name, init_from in (("one", ""), ("two", "runs/one/last.keras"),
@@ -295,7 +295,7 @@ def test_stages_follow_init_from_back_to_the_first_run(tmp_path, monkeypatch):
 
 
 def test_stages_take_in_the_teachers_runs_once_each(tmp_path):
-    from train.fit import FitConfig, stages
+    from train.fitting.fit import FitConfig, stages
 
     runs = tmp_path / "runs"
     configs = {"one": FitConfig(), "two": FitConfig(init_from=f"{runs}/one/last.keras"),
@@ -317,7 +317,7 @@ def test_distilled_targets_are_the_teachers_share_of_its_probabilities(fitted):
     import keras
     import tensorflow as tf
 
-    from train.pipeline import distilled
+    from train.fitting.pipeline import distilled
 
     teacher = keras.models.load_model(fitted["run"] / "last.keras", compile=False)
     x = np.random.default_rng(3).uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
@@ -356,8 +356,8 @@ def test_a_distilled_run_learns_from_the_teachers_targets(fitted, second_stage,
 
 
 def test_the_card_names_a_distilled_runs_teacher(fitted, distilled_stage):
-    from train.card import _stage_lines
-    from train.fit import FitConfig, Stage
+    from train.fitting.fit import FitConfig, Stage
+    from train.reports.card import _stage_lines
 
     config = FitConfig.from_json(json.loads((distilled_stage / "config.json").read_text()))
     assert (f"- Distillation: every target is 1 of the probabilities of the teacher "
@@ -367,7 +367,7 @@ def test_the_card_names_a_distilled_runs_teacher(fitted, distilled_stage):
 
 
 def test_an_unusable_teacher_is_a_clean_error(work):
-    from train.zoo import make_model
+    from train.fitting.zoo import make_model
 
     two_classes = work["tmp"] / "two-classes.keras"
     make_model("tiny", 2, None).save(two_classes)
@@ -398,7 +398,7 @@ def test_a_second_stage_from_an_unusable_checkpoint_is_a_clean_error(work, fitte
 def test_a_run_killed_between_its_epoch_average_and_its_state_resumes_the_older_mean(tmp_path):
     import keras
 
-    from train.swa import EpochAverage
+    from train.fitting.swa import EpochAverage
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     shapes = [w.shape for w in model.get_weights()]
@@ -424,7 +424,7 @@ def test_a_run_killed_between_its_epoch_average_and_its_state_resumes_the_older_
 def test_weight_average_update(tmp_path):
     import keras
 
-    from train.ema import WeightAverage, decay_at
+    from train.fitting.ema import WeightAverage, decay_at
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
@@ -458,7 +458,7 @@ def test_resume_drops_history_rows_of_an_unfinished_epoch(tmp_path):
 
 
 def test_report_counts_precision_recall_f1():
-    from train.evaluate import report
+    from train.reports.evaluate import report
 
     true = np.array([0, 0, 1, 1, 2])
     probs = np.eye(3)[[0, 1, 1, 1, 1]]
@@ -471,8 +471,8 @@ def test_report_counts_precision_recall_f1():
 
 
 def test_fixed_size_arch_refuses_another_size():
-    from train.evaluate import check_size
-    from train.fit import FitConfig, FitError
+    from train.fitting.fit import FitConfig, FitError
+    from train.reports.evaluate import check_size
 
     check_size(FitConfig(arch="scenenet", phases=[(96, 1)]), 150)
     with pytest.raises(FitError, match="only takes 150px"):
@@ -594,7 +594,7 @@ def test_export_writes_checked_model_and_card(exported):
 
 
 def test_the_quiet_training_time_counts_each_epoch_at_its_sizes_fastest():
-    from train.card import quiet_seconds
+    from train.reports.card import quiet_seconds
 
     history = {"image_size": [64, 64, 96, 96, 96], "seconds": [90, 250, 300, 140, 900]}
     assert quiet_seconds(history) == 90 * 2 + 140 * 3
@@ -818,7 +818,7 @@ def test_speed_and_candidates_compare_models_side_by_side(work, fitted, exported
 
 
 def test_a_candidate_measured_again_keeps_its_note_and_training_time():
-    from train.candidates import Candidate, merge
+    from train.reports.candidates import Candidate, merge
 
     old = [Candidate("a", note="written once", train_seconds=60.0), Candidate("b", note="b")]
     new = [Candidate("a", accuracy=0.9),

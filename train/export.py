@@ -28,7 +28,8 @@ import numpy as np
 
 from scenetool.fsutil import atomic_path
 from train import data as data_mod
-from train.evaluate import (
+from train.fitting.fit import stages, train_seconds
+from train.reports.evaluate import (
     RunData,
     check_size,
     default_size,
@@ -40,7 +41,6 @@ from train.evaluate import (
     val_batches,
     val_paths,
 )
-from train.fit import stages, train_seconds
 
 OPSET = 17
 PARITY_TOL = 1e-4  # max abs difference of probabilities, ONNX vs Keras

@@ -39,7 +39,7 @@ def candidates(models: tuple[str, ...], data_dir: str, split_path: str, registry
         python -m train candidates scenenet=scenetool/models/scenes.onnx \\
             long=runs/scenenet-long/export/scenes.onnx --split exported/val_split.txt
     """
-    from train import candidates as cand
+    from train.reports import candidates as cand
 
     def pairs(values, what: str) -> dict[str, str]:
         out = {}

@@ -23,7 +23,7 @@ def compare(runs_: tuple[str, ...], runs: str, out: str | None) -> None:
     Example:
         python -m train compare seed-dense seed-cnn scenenet --out runs/compare.png
     """
-    from train.plots import compare_curves, read_history
+    from train.reports.plots import compare_curves, read_history
 
     paths = [run_dir(runs, r) for r in runs_]
     empty = [p.name for p in paths if not read_history(p).get("epoch")]

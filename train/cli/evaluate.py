@@ -34,9 +34,9 @@ def evaluate(run: str, runs: str, image_size: int | None, checkpoint: str,
         python -m train evaluate scenenet
         python -m train evaluate scenenet --image-size 128 --checkpoint last
     """
-    from train.evaluate import evaluate as run_evaluate
-    from train.fit import FitError
+    from train.fitting.fit import FitError
     from train.quiet import import_tensorflow
+    from train.reports.evaluate import evaluate as run_evaluate
 
     import_tensorflow()
 

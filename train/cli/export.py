@@ -66,7 +66,7 @@ def export(run: str, out: str | None, runs: str, image_size: int | None, checkpo
     from train.quiet import import_tensorflow
 
     import_tensorflow()
-    from train.fit import FitError
+    from train.fitting.fit import FitError
     from train.ship import export_path
     from train.unknown import image_files
 
@@ -86,7 +86,7 @@ def export(run: str, out: str | None, runs: str, image_size: int | None, checkpo
                f"validation accuracy {res.report['accuracy']:.4f} through onnxruntime, "
                f"parity {res.parity_max_diff:.1e})")
     if card:
-        from train.card import write_card
+        from train.reports.card import write_card
 
         names = [n.strip() for n in compare_runs.split(",") if n.strip()]
         written = write_card(res, Path(card), Path(runs), names,

@@ -67,8 +67,8 @@ def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, 
             --image-size 96:12,128:4,150:2 --name scenenet
         python -m train fit --name scenenet --resume
     """
-    from train.fit import FitConfig, FitError, parse_phases
-    from train.fit import fit as run_fit
+    from train.fitting.fit import FitConfig, FitError, parse_phases
+    from train.fitting.fit import fit as run_fit
     from train.quiet import import_tensorflow
 
     import_tensorflow()

@@ -22,7 +22,7 @@ def speed(models: tuple[str, ...], threads: int, rounds: int) -> None:
     Example:
         python -m train speed old.onnx runs/scenenet/export/scenes.onnx
     """
-    from train.speed import throughputs
+    from train.reports.speed import throughputs
 
     found = throughputs(models, threads=threads, rounds=rounds)
     base = found[0].images_per_second

@@ -27,8 +27,8 @@ def summary(data_dir: str, split_path: str | None, runs: str, png: str | None) -
     from rich.console import Console
     from rich.table import Table
 
-    from train.fit import FitConfig, default_split_path
-    from train.plots import counts_chart
+    from train.fitting.fit import FitConfig, default_split_path
+    from train.reports.plots import counts_chart
 
     try:
         folder = data_mod.scan(data_dir)

@@ -12,11 +12,11 @@ import platform
 from pathlib import Path
 
 from scenetool.fsutil import write_text
-from train.evaluate import draw
 from train.export import OPSET, PARITY_IMAGES, PARITY_TOL, ExportResult
-from train.fit import FitConfig, Stage, stages, train_seconds
-from train.pipeline import AugmentConfig
-from train.speed import BATCH, ROUNDS, THREADS, throughputs
+from train.fitting.fit import FitConfig, Stage, stages, train_seconds
+from train.fitting.pipeline import AugmentConfig
+from train.reports.evaluate import draw
+from train.reports.speed import BATCH, ROUNDS, THREADS, throughputs
 
 
 def augmentations(cfg: FitConfig) -> list[str]:
@@ -145,7 +145,7 @@ def quiet_seconds(history: dict[str, list[float]]) -> float | None:
 
 
 def _quiet_note(runs: list[Path], cores: int | None) -> str:
-    from train.plots import read_history
+    from train.reports.plots import read_history
 
     parts = [quiet_seconds(read_history(run)) for run in runs]
     if None in parts:
@@ -277,7 +277,7 @@ def _true_names(res: ExportResult) -> list[str]:
 
 
 def candidates_section(registry: Path, card_dir: Path, reference: str) -> list[str]:
-    from train import candidates as cand
+    from train.reports import candidates as cand
 
     rows = cand.load(registry)
     if not rows:
@@ -294,7 +294,7 @@ def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str]
                registry: Path | None = None) -> Path:
     """MODEL.md at `card` and confusion.png, curves.png, spotcheck.png, calibration.png
     (and roc.png, candidates.png when there is what they show) beside it."""
-    from train.plots import compare_curves
+    from train.reports.plots import compare_curves
 
     card_dir = card.parent
     card_dir.mkdir(parents=True, exist_ok=True)

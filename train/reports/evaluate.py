@@ -19,7 +19,7 @@ import numpy as np
 from scenetool.evaluate import Scores, draw_confusion
 from scenetool.fsutil import write_text
 from train import data as data_mod
-from train.fit import FitConfig, FitError, load_saved, prepare
+from train.fitting.fit import FitConfig, FitError, load_saved, prepare
 
 SPOT_CHECK_IMAGES = 12
 
@@ -83,7 +83,7 @@ def default_size(cfg: FitConfig) -> int:
 
 
 def check_size(cfg: FitConfig, size: int) -> None:
-    from train.zoo import fixed_size
+    from train.fitting.zoo import fixed_size
 
     if fixed_size(cfg.arch) and size != cfg.phases[0][0]:
         raise FitError(f"{cfg.arch} flattens its features: it only takes {cfg.phases[0][0]}px "
@@ -165,7 +165,7 @@ def sample_positions(n: int, seed: int, k: int = SPOT_CHECK_IMAGES) -> np.ndarra
 def draw(rd: RunData, true: np.ndarray, probs: np.ndarray, result: dict, out_dir: Path,
          title: str, size: int) -> dict[str, Path]:
     """confusion.png and spotcheck.png (the images as the model saw them) in out_dir."""
-    from train.plots import spot_check_png
+    from train.reports.plots import spot_check_png
 
     picks = sample_positions(len(true), rd.cfg.seed)
     images = decoded(val_paths(rd, picks), size)

@@ -1,9 +1,9 @@
 """Stochastic weight averaging (SWA): the plain mean of the weights at the end of every epoch
 from epoch `--swa-from` on (Izmailov et al., 2018), exported with `--checkpoint swa`.
 
-The EMA (train.ema) follows the last few thousand steps; this mean gives every chosen epoch
-the same weight, so it reaches back across the end of the schedule, image-size phases
-included. The BatchNorm statistics are averaged like every other weight rather than
+The EMA (train.fitting.ema) follows the last few thousand steps; this mean gives every
+chosen epoch the same weight, so it reaches back across the end of the schedule, image-size
+phases included. The BatchNorm statistics are averaged like every other weight rather than
 re-estimated on training images: re-estimating them scored lower on this data set's
 validation split (93.0% against 93.3% for one checkpoint, 93.1% against 93.5% for the mean
 of two).
@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from scenetool.fsutil import atomic_path
-from train.ema import with_weights
+from train.fitting.ema import with_weights
 
 SWA_CHECKPOINT = "swa.keras"
 _STATE = re.compile(r"swa-epoch-(\d+)\.npz")

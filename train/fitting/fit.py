@@ -51,12 +51,12 @@ class FitConfig:
     jit: bool = True
     cache_dir: str = ""
     max_train: int = 0  # use only N training images, a seeded sample (smoke runs); 0 = all
-    ema: float = 0.0  # decay of the weight average kept as ema.keras (train.ema); 0 = off
-    swa_from: int = 0  # average the end-of-epoch weights from this epoch on (train.swa); 0 = off
+    ema: float = 0.0  # decay of the weight average kept as ema.keras (train.fitting.ema); 0 = off
+    swa_from: int = 0  # average epoch-end weights from this epoch on (train.fitting.swa); 0 = off
     cycle: int = 0  # restart the cosine every this many epochs; 0 = one cosine over the run
     init_from: str = ""  # a .keras file whose weights start the run (a second stage); "" = random
     teacher: str = ""  # a .keras model whose probabilities are part of the targets; "" = none
-    distill: float = 0.0  # the teacher's share of the targets (train.pipeline.distilled)
+    distill: float = 0.0  # the teacher's share of the targets (train.fitting.pipeline.distilled)
     teacher_size: int = 0  # the size the teacher sees the training images at; 0 = the student's
 
     @property
@@ -164,7 +164,7 @@ HISTORY_FIELDS = ["epoch", "image_size", "loss", "accuracy", "val_loss", "val_ac
 
 
 def _lr_schedule(cfg: FitConfig, steps_per_epoch: int):
-    from train.schedule import WarmupCosine
+    from train.fitting.schedule import WarmupCosine
 
     return WarmupCosine(cfg.lr, int(cfg.warmup_epochs * steps_per_epoch),
                         cfg.epochs * steps_per_epoch, cfg.cycle * steps_per_epoch)
@@ -173,7 +173,7 @@ def _lr_schedule(cfg: FitConfig, steps_per_epoch: int):
 def _build(cfg: FitConfig, num_classes: int, steps_per_epoch: int):
     import keras
 
-    from train.zoo import fixed_size, make_model
+    from train.fitting.zoo import fixed_size, make_model
 
     sizes = {s for s, _ in cfg.phases}
     if fixed_size(cfg.arch) and len(sizes) > 1:
@@ -195,7 +195,7 @@ def load_saved(path: Path, missing: str):
     registered for loading), or a FitError saying `missing` when there is no such file."""
     import keras
 
-    import train.schedule  # noqa: F401 - registers the schedule for loading
+    import train.fitting.schedule  # noqa: F401 - registers the schedule for loading
 
     if not path.is_file():
         raise FitError(missing)
@@ -320,12 +320,12 @@ def _averages(cfg: FitConfig, run: Path, model, state: dict, resume: bool):
     """The run's weight averages: (EMA callback or None, epoch average or None)."""
     average = swa = None
     if cfg.ema:
-        from train.ema import EMA_CHECKPOINT, WeightAverage
+        from train.fitting.ema import EMA_CHECKPOINT, WeightAverage
 
         average = WeightAverage(cfg.ema)
         average.start(model, run / EMA_CHECKPOINT if resume else None)
     if cfg.swa_from:
-        from train.swa import EpochAverage
+        from train.fitting.swa import EpochAverage
 
         swa = EpochAverage.resume(run, state["epochs_done"])
     return average, swa
@@ -335,13 +335,13 @@ def _score_averages(row: dict, state: dict, model, run: Path, epoch: int, cfg: F
                     average, swa, val_ds) -> None:
     """Save the averages after an epoch and put their validation accuracy in `row`."""
     if average is not None:
-        from train.ema import EMA_CHECKPOINT
+        from train.fitting.ema import EMA_CHECKPOINT
 
         averaged = average.averaged(model)
         row["ema_val_accuracy"] = state["ema_val_accuracy"] = _accuracy(averaged, val_ds)
         _save(averaged, run / EMA_CHECKPOINT)
     if swa is not None and epoch + 1 >= cfg.swa_from:
-        from train.swa import SWA_CHECKPOINT
+        from train.fitting.swa import SWA_CHECKPOINT
 
         swa.add(model, epoch + 1)
         swa.save(run)
@@ -409,11 +409,11 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
 
     import keras
 
-    from train.pipeline import AugmentConfig, distilled, eval_dataset, train_dataset
+    from train.fitting.pipeline import AugmentConfig, distilled, eval_dataset, train_dataset
 
     keras.utils.set_random_seed(cfg.seed)
     if resume:
-        import train.schedule  # noqa: F401 - registers the schedule for loading
+        import train.fitting.schedule  # noqa: F401 - registers the schedule for loading
         model = keras.models.load_model(run / "last.keras")
     else:
         model = _build(cfg, num_classes, steps_per_epoch)

@@ -3,7 +3,7 @@ parameters and training time, kept in `exported/candidates.json`.
 
 A candidate given as an ONNX file is measured here, all of them in one run: accuracy and
 macro F1 through `scenetool.evaluate` (the runtime's decoder and onnxruntime, forced
-choice) on the validation split, throughput side by side (`train.speed`, batch 32).
+choice) on the validation split, throughput side by side (`train.reports.speed`, batch 32).
 Parameters and training time come from the file's metadata (`params`, `train_seconds`) or
 the command line. Rows whose models are no longer at hand (the study's first models) stay
 in the registry as recorded, and say so.
@@ -62,8 +62,8 @@ def measure(files: dict[str, Path], data: str, split: str,
     row's note is `notes[name]`, else empty (`merge` then keeps the note it had)."""
     from scenetool.evaluate import evaluate, listed_items
     from scenetool.model import SceneModel
-    from train.evaluate import utc_now
-    from train.speed import throughputs
+    from train.reports.evaluate import utc_now
+    from train.reports.speed import throughputs
 
     speeds = {s.path: s for s in throughputs(list(files.values()), threads=threads)}
     rows = []
