@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, NoReturn
 
@@ -37,6 +38,10 @@ from scenetool.paths import shown
 
 if TYPE_CHECKING:
     from scenetool.api import Results
+    from scenetool.job import Tally
+    from scenetool.outputs.table import ResultTable
+    from scenetool.store import Row
+    from scenetool.tagging import Tagger
 
 
 @click.command("classify", cls=Command)
@@ -107,7 +112,8 @@ def command(ctx: click.Context, paths: tuple[str, ...], recursive: bool, top_k: 
                      tagger, watch)
     with held, _progress(err, quiet or watch) as progress, results:
         table = None if (quiet or to_stdout) else _result_table(out, progress, model, top_k)
-        _run_rows(results, table, exporters, tagger, progress, err, watch, store, finish)
+        _run_rows(results, _Outputs(table, exporters, tagger, progress, err, watch), store,
+                  finish)
     finish()
     if results.tally.failed or results.tally.walk.errors or (tagger and tagger.tally.failed):
         sys.exit(1)
@@ -135,59 +141,74 @@ def _start(engine: str, address: str | None, workers: int | None, paths: tuple[s
     return held, results
 
 
-def _run_rows(results: Results, table, exporters: list, tagger, progress: _Progress | None,
-              err: Console, watch: bool, store, finish: Callable[[], None]) -> None:
+@dataclass
+class _Outputs:
+    """Where a run's rows go as they come: the table, the exports, the sidecars, the bar."""
+
+    table: ResultTable | None
+    exporters: list
+    tagger: Tagger | None
+    progress: _Progress | None
+    err: Console
+    watch: bool
+
+    def add(self, row: Row, tally: Tally) -> None:
+        if self.table:
+            self.table.add(row)
+        for exporter in self.exporters:
+            exporter.write(row)
+        if self.tagger:
+            _tag(self.tagger, row, self.err)
+        if self.progress:
+            self.progress.advance(tally)
+        if self.watch:  # rows as they come, not a chunk at a time
+            self.flush(exports=True)
+
+    def flush(self, exports: bool = False) -> None:
+        if self.table:
+            self.table.flush()
+        if exports:
+            for exporter in self.exporters:
+                exporter.flush()
+
+
+def _run_rows(results: Results, outputs: _Outputs, store,
+              finish: Callable[[], None]) -> None:
     """The row loop; Ctrl-C, or a watched folder that is gone, ends the command there."""
     try:
-        _feed_rows(results, table, exporters, tagger, progress, err, watch)
+        _feed_rows(results, outputs)
     except KeyboardInterrupt:
-        _interrupted(results, store, progress, table, err, watch, finish)
+        _interrupted(results, store, outputs, finish)
     except FolderGone as exc:
-        if table:
-            table.flush()
+        outputs.flush()
         finish()
-        say(err, f"Error: {exc}", "red")
+        say(outputs.err, f"Error: {exc}", "red")
         sys.exit(1)
 
 
-def _feed_rows(results: Results, table, exporters: list, tagger, progress: _Progress | None,
-               err: Console, watch: bool) -> None:
-    """Each row to the table, the exports, its sidecar and the bar, as it comes; when the
-    loop ends, the run's end is recorded and the exports are closed."""
-    with results.job.recording_end(), close_exports(exporters):
+def _feed_rows(results: Results, outputs: _Outputs) -> None:
+    """Each row to the outputs as it comes; when the loop ends, the run's end is recorded
+    and the exports are closed."""
+    with results.job.recording_end(), close_exports(outputs.exporters):
         for row in results:
-            if table:
-                table.add(row)
-            for exporter in exporters:
-                exporter.write(row)
-            if tagger:
-                _tag(tagger, row, err)
-            if progress:
-                progress.advance(results.tally)
-            if watch:  # rows as they come, not a chunk at a time
-                if table:
-                    table.flush()
-                for exporter in exporters:
-                    exporter.flush()
-        if table:
-            table.flush()
+            outputs.add(row, results.tally)
+        outputs.flush()
 
 
-def _interrupted(results: Results, store, progress: _Progress | None, table, err: Console,
-                 watch: bool, finish: Callable[[], None]) -> NoReturn:
+def _interrupted(results: Results, store, outputs: _Outputs,
+                 finish: Callable[[], None]) -> NoReturn:
     """Ctrl-C: a run says how many results it kept; a watch ends with its summary, as when
     a watched folder is gone. Exit 130 either way."""
-    if progress:
-        progress.stop()
-    if not watch:
+    if outputs.progress:
+        outputs.progress.stop()
+    if not outputs.watch:
         kept = store.count(results.run_id) if results.run_id else 0
-        say(err, f"interrupted: {kept} results kept in run {results.run_id} of "
+        say(outputs.err, f"interrupted: {kept} results kept in run {results.run_id} of "
             f"{store.path}", "yellow")
         sys.exit(130)
-    if table:
-        table.flush()
+    outputs.flush()
     finish()
-    say(err, "stopped watching (Ctrl-C)", "yellow")
+    say(outputs.err, "stopped watching (Ctrl-C)", "yellow")
     sys.exit(130)
 
 
