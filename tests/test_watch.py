@@ -160,17 +160,20 @@ class Watching:
     """`scenetool classify FOLDER --watch --json -` running; its JSON lines and stderr are
     collected as they come."""
 
-    def __init__(self, folder: Path, *args: str):
+    def __init__(self, folder: Path, *args: str, json_rows: bool = True):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         # A shell that runs CI in the background leaves SIGINT ignored in its children:
         # give this one the default, as a terminal would.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "scenetool", "classify", str(folder), "--watch",
-             "--settle", WATCH_SETTLE, "--json", "-", *args], env=env, text=True,
+             "--settle", WATCH_SETTLE, *(("--json", "-") if json_rows else ()), *args],
+            env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.rows: list[dict] = []
+        self.out: list[str] = []  # stdout's lines, without --json -
         self.err: list[str] = []
+        self.json_rows = json_rows
         self._readers = [
             threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
             threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True)]
@@ -179,8 +182,10 @@ class Watching:
 
     def _read(self, stream, rows: bool) -> None:
         for line in stream:
-            if rows:
+            if rows and self.json_rows:
                 self.rows.append(json.loads(line))
+            elif rows:
+                self.out.append(line)
             else:
                 self.err.append(line)
 
@@ -210,8 +215,8 @@ def watch():
     failed assertion cannot leave one behind (and pytest waiting on its readers)."""
     started: list[Watching] = []
 
-    def start(folder: Path, *args: str) -> Watching:
-        started.append(Watching(folder, *args))
+    def start(folder: Path, *args: str, json_rows: bool = True) -> Watching:
+        started.append(Watching(folder, *args, json_rows=json_rows))
         return started[-1]
 
     yield start
@@ -265,6 +270,22 @@ def test_watch_classifies_photos_copied_in_once_each_after_they_are_complete(tmp
     assert "images/s" not in err
     assert "4 photo(s), sidecars: 4 created, 0 failed." in err
     assert err.rstrip().endswith("stopped watching (Ctrl-C)")
+
+
+def test_watch_shows_and_exports_each_photo_as_it_comes(tmp_path, watch):
+    """While it watches, a photo's row reaches the table and the CSV file at once, not when
+    the table's chunk fills or the run ends."""
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    csv_path = tmp_path / "rows.csv"
+    watching = watch(folder, "--store", str(tmp_path / "w.db"), "--csv", str(csv_path),
+                     json_rows=False)
+    watching.wait_for(lambda: any("watching" in line for line in watching.err), "start")
+    make_image(tmp_path / "new-arrival.png", "blue").rename(folder / "new-arrival.png")
+    watching.wait_for(lambda: "new-arrival.png" in "".join(watching.out), "row in the table")
+    watching.wait_for(lambda: csv_path.is_file() and "new-arrival.png" in csv_path.read_text(),
+                      "row in the CSV file")
+    assert watching.proc.poll() is None  # still watching
 
 
 def test_a_watched_folder_that_disappears_ends_the_run_with_exit_1(tmp_path, watch):
