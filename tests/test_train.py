@@ -247,6 +247,7 @@ def test_a_second_stage_starts_from_the_first_stages_weights(fitted, second_stag
         np.testing.assert_array_equal(start, end)
     config = json.loads((second_stage / "config.json").read_text())
     assert (config["init_from"], config["cycle"]) == (str(fitted["run"] / "last.keras"), 1)
+    assert (config["teachers"], config["distill"]) == ([], 0.0)  # not distilled
 
 
 def test_a_second_stages_card_shows_every_stage_and_their_summed_time(work, fitted,
@@ -432,6 +433,8 @@ def test_a_distilled_run_learns_from_the_teachers_targets(fitted, second_stage,
     config = json.loads((distilled_stage / "config.json").read_text())
     assert (config["teachers"], config["distill"]) == (
         [[str(fitted["run"] / "last.keras"), 2 * SIZE]], 1.0)
+    assert fit_mod.FitConfig.from_json(config).teachers == [
+        (str(fitted["run"] / "last.keras"), 2 * SIZE)]
 
     def loss(run: Path) -> float:
         with (run / "history.csv").open(newline="") as f:
@@ -485,8 +488,17 @@ def test_a_run_distilled_before_ensembles_resumes_and_keeps_its_card(work, fitte
             f"`{fitted['run'] / 'last.keras'}` on the same augmented image (resized to "
             f"{2 * SIZE} px for the teacher) and 0.3 of the label"
             ) in _stage_lines(Stage(run, cfg, {}))
+    config.update(teacher_size=0)  # a teacher that saw the student's size
+    assert (f"- Distillation: every target is 0.7 of the probabilities of the teacher "
+            f"`{fitted['run'] / 'last.keras'}` on the same augmented image and 0.3 of the label"
+            ) in _stage_lines(Stage(run, FitConfig.from_json(config), {}))
     config.update(teacher="")  # an undistilled run of then: no teachers
     assert FitConfig.from_json(config).teachers == []
+
+
+def test_teachers_with_no_share_of_the_targets_are_not_loaded(tmp_path):
+    config = fit_mod.FitConfig(teachers=[(str(tmp_path / "nope.keras"), 0)], distill=0.0)
+    assert fit_mod._load_teachers(config, len(CLASSES)) == []
 
 
 def test_an_unusable_teacher_is_a_clean_error(work):

@@ -75,7 +75,6 @@ class FitConfig:
     def to_json(self) -> dict:
         out = asdict(self)
         out["phases"] = [list(p) for p in self.phases]
-        out["teachers"] = [list(t) for t in self.teachers]
         return out
 
     @classmethod
