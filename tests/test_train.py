@@ -464,6 +464,9 @@ def test_the_card_names_every_teacher_of_an_ensemble_and_its_size():
             "`runs/a/swa.keras` (resized to 128 px), `runs/b/ema.keras` (at the student size) "
             "and `runs/c/swa.keras` (resized to 150 px) on the same augmented image and 0.4 of "
             "the label") in _stage_lines(Stage(Path("runs/kd"), config, {}))
+    config.distill = 0.0  # teachers with no share of the targets: no distillation
+    assert not any(line.startswith("- Distillation") for line in
+                   _stage_lines(Stage(Path("runs/kd"), config, {})))
 
 
 def test_a_run_distilled_before_ensembles_resumes_and_keeps_its_card(work, fitted,

@@ -231,7 +231,8 @@ def _load_start_weights(model, path: Path) -> None:
 
 
 def _load_teachers(cfg: FitConfig, num_classes: int) -> list[tuple[object, int]]:
-    """The teachers of a distilled run (`--teacher`) with their sizes; none when not one."""
+    """The teachers of a distilled run (`--teacher`) with their sizes; none for a run that
+    gives them no share of the targets."""
     return [(_load_teacher(path, num_classes), size)
             for path, size in (cfg.teachers if cfg.distill else [])]
 
