@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -246,6 +247,7 @@ def test_a_second_stage_starts_from_the_first_stages_weights(fitted, second_stag
         np.testing.assert_array_equal(start, end)
     config = json.loads((second_stage / "config.json").read_text())
     assert (config["init_from"], config["cycle"]) == (str(fitted["run"] / "last.keras"), 1)
+    assert (config["teachers"], config["distill"]) == ([], 0.0)  # not distilled
 
 
 def test_a_second_stages_card_shows_every_stage_and_their_summed_time(work, fitted,
@@ -299,18 +301,32 @@ def test_stages_take_in_the_teachers_runs_once_each(tmp_path):
 
     runs = tmp_path / "runs"
     configs = {"one": FitConfig(), "two": FitConfig(init_from=f"{runs}/one/last.keras"),
-               "kd": FitConfig(teacher=f"{runs}/two/swa.keras", distill=0.7),
-               "undistilled": FitConfig(teacher=f"{runs}/two/swa.keras", distill=0.0)}
+               "kd": FitConfig(teachers=[(f"{runs}/two/swa.keras", 0)], distill=0.7),
+               "undistilled": FitConfig(teachers=[(f"{runs}/two/swa.keras", 0)], distill=0.0)}
     for name, cfg in configs.items():
         (runs / name).mkdir(parents=True)
         (runs / name / "config.json").write_text(json.dumps(cfg.to_json()))
         (runs / name / "state.json").write_text(json.dumps({"seconds": 1}))
-    last = FitConfig(init_from=f"{runs}/kd/last.keras", teacher=f"{runs}/two/swa.keras",
+    last = FitConfig(init_from=f"{runs}/kd/last.keras", teachers=[(f"{runs}/two/swa.keras", 0)],
                      distill=0.5)
     chain = stages(runs / "kd-swa", last, {})
     assert [s.path.name for s in chain] == ["one", "two", "kd", "kd-swa"]
     assert [s.path.name for s in stages(runs / "undistilled", configs["undistilled"], {})] == [
         "undistilled"]  # a teacher with no share of the targets took no part
+
+
+def test_stages_take_in_every_teachers_run_once(tmp_path):
+    from train.fitting.fit import FitConfig, stages
+
+    runs = tmp_path / "runs"
+    for name in ("a", "b", "c"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.json").write_text(json.dumps(FitConfig().to_json()))
+        (runs / name / "state.json").write_text(json.dumps({"seconds": 1}))
+    last = FitConfig(init_from=f"{runs}/c/last.keras", distill=0.5,
+                     teachers=[(f"{runs}/a/swa.keras", 128), (f"{runs}/b/ema.keras", 0),
+                               (f"{runs}/a/last.keras", 96), (f"{runs}/c/swa.keras", 0)])
+    assert [s.path.name for s in stages(runs / "kd", last, {})] == ["a", "b", "c", "kd"]
 
 
 def test_distilled_targets_are_the_teachers_share_of_its_probabilities(fitted):
@@ -323,15 +339,84 @@ def test_distilled_targets_are_the_teachers_share_of_its_probabilities(fitted):
     x = np.random.default_rng(3).uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
     y = np.eye(len(CLASSES), dtype=np.float32)[[0, 1, 2, 0]]
     ds = tf.data.Dataset.from_tensors((x, y))
-    (x_out, y_out), = list(distilled(ds, teacher, 0.25).as_numpy_iterator())
+    (x_out, y_out), = list(distilled(ds, [(teacher, 0)], 0.25).as_numpy_iterator())
     soft = np.asarray(teacher(x, training=False))
     np.testing.assert_array_equal(x_out, x)
     np.testing.assert_allclose(y_out, 0.75 * y + 0.25 * soft, atol=1e-6)
     assert not np.allclose(y_out, y)
-    (_, y_big), = list(distilled(ds, teacher, 1.0, size=2 * SIZE).as_numpy_iterator())
+    (_, y_big), = list(distilled(ds, [(teacher, 2 * SIZE)], 1.0).as_numpy_iterator())
     big = tf.image.resize(x, (2 * SIZE, 2 * SIZE), method="bilinear")
     np.testing.assert_allclose(y_big, np.asarray(teacher(big, training=False)), atol=1e-6)
     assert not np.allclose(y_big, soft, atol=1e-3)
+
+
+def _batch() -> tuple[np.ndarray, np.ndarray]:
+    x = np.random.default_rng(3).uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
+    return x, np.eye(len(CLASSES), dtype=np.float32)[[0, 1, 2, 0]]
+
+
+def test_distilled_targets_of_two_teachers_are_the_mean_at_their_own_sizes(fitted):
+    import keras
+    import tensorflow as tf
+
+    from train.fitting.pipeline import distilled
+    from train.fitting.zoo import make_model
+
+    first = keras.models.load_model(fitted["run"] / "last.keras", compile=False)
+    keras.utils.set_random_seed(5)
+    second = make_model("tiny", len(CLASSES), None)
+    x, y = _batch()
+    ds = tf.data.Dataset.from_tensors((x, y))
+    (_, y_out), = list(distilled(ds, [(first, 2 * SIZE), (second, 0)], 0.6)
+                       .as_numpy_iterator())
+    big = tf.image.resize(x, (2 * SIZE, 2 * SIZE), method="bilinear")
+    soft = [np.asarray(first(big, training=False)), np.asarray(second(x, training=False))]
+    np.testing.assert_allclose(y_out, 0.4 * y + 0.6 * (soft[0] + soft[1]) / 2, atol=1e-6)
+    assert not np.allclose(soft[0], soft[1], atol=1e-3)
+
+
+@pytest.mark.parametrize("size", [0, 2 * SIZE])
+def test_one_teacher_gives_the_targets_it_gave_before_ensembles(fitted, size):
+    import keras
+    import tensorflow as tf
+
+    from train.fitting.pipeline import distilled
+
+    teacher = keras.models.load_model(fitted["run"] / "last.keras", compile=False)
+
+    def before(x, y):  # distilled() as it was with one teacher
+        seen = tf.image.resize(x, (size, size), method="bilinear") if size else x
+        soft = tf.cast(teacher(seen, training=False), tf.float32)
+        return x, (1.0 - 0.7) * y + 0.7 * soft
+
+    ds = tf.data.Dataset.from_tensors(_batch())
+    (_, expected), = list(ds.map(before).as_numpy_iterator())
+    (_, y_out), = list(distilled(ds, [(teacher, size)], 0.7).as_numpy_iterator())
+    np.testing.assert_array_equal(y_out, expected)
+
+
+def test_a_teacher_is_a_path_with_an_optional_size():
+    from train.fitting.fit import parse_teacher
+
+    assert parse_teacher("runs/a/swa.keras", 0) == ("runs/a/swa.keras", 0)
+    assert parse_teacher("runs/a/swa.keras", 128) == ("runs/a/swa.keras", 128)
+    assert parse_teacher("runs/a/swa.keras@96", 128) == ("runs/a/swa.keras", 96)
+    assert parse_teacher("runs/a/swa.keras@0", 128) == ("runs/a/swa.keras", 0)
+    assert parse_teacher("runs/a@b/swa.keras@96", 0) == ("runs/a@b/swa.keras", 96)
+    for bad in ("runs/a/swa.keras@", "runs/a/swa.keras@big", "runs/a/swa.keras@-5",
+                "runs/a@b/swa.keras"):  # a path with an @ in it takes an @SIZE
+        with pytest.raises(ValueError, match=f"^{re.escape(bad)}: the size after @ is a whole"):
+            parse_teacher(bad, 0)
+
+
+def test_a_bad_teacher_size_is_a_usage_error(work):
+    result = _invoke(["fit", "--arch", "tiny", "--data", work["data"], "--runs", work["runs"],
+                      "--name", "bad-size", "--teacher", "runs/a/swa.keras@big"], work["env"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: Invalid value for --teacher: runs/a/swa.keras@big: the size after @ is a "
+        "whole number of px (0: the student's size), e.g. runs/scenenet-swa/swa.keras@128")
+    assert not (work["runs"] / "bad-size").exists()
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +431,10 @@ def test_a_distilled_run_learns_from_the_teachers_targets(fitted, second_stage,
                                                           distilled_stage):
     # Learning rate 0, same weights, same batches: only the targets differ, so the loss does.
     config = json.loads((distilled_stage / "config.json").read_text())
-    assert (config["teacher"], config["distill"]) == (str(fitted["run"] / "last.keras"), 1.0)
+    assert (config["teachers"], config["distill"]) == (
+        [[str(fitted["run"] / "last.keras"), 2 * SIZE]], 1.0)
+    assert fit_mod.FitConfig.from_json(config).teachers == [
+        (str(fitted["run"] / "last.keras"), 2 * SIZE)]
 
     def loss(run: Path) -> float:
         with (run / "history.csv").open(newline="") as f:
@@ -364,6 +452,56 @@ def test_the_card_names_a_distilled_runs_teacher(fitted, distilled_stage):
             f"`{fitted['run'] / 'last.keras'}` on the same augmented image (resized to "
             f"{2 * SIZE} px for the teacher) and 0 of the label"
             ) in _stage_lines(Stage(distilled_stage, config, {}))
+
+
+def test_the_card_names_every_teacher_of_an_ensemble_and_its_size():
+    from train.fitting.fit import FitConfig, Stage
+    from train.reports.card import _stage_lines
+
+    config = FitConfig(distill=0.6, teachers=[("runs/a/swa.keras", 128), ("runs/b/ema.keras", 0),
+                                              ("runs/c/swa.keras", 150)])
+    assert ("- Distillation: every target is 0.6 of the mean probabilities of the teachers "
+            "`runs/a/swa.keras` (resized to 128 px), `runs/b/ema.keras` (at the student size) "
+            "and `runs/c/swa.keras` (resized to 150 px) on the same augmented image and 0.4 of "
+            "the label") in _stage_lines(Stage(Path("runs/kd"), config, {}))
+    config.distill = 0.0  # teachers with no share of the targets: no distillation
+    assert not any(line.startswith("- Distillation") for line in
+                   _stage_lines(Stage(Path("runs/kd"), config, {})))
+
+
+def test_a_run_distilled_before_ensembles_resumes_and_keeps_its_card(work, fitted,
+                                                                     second_stage):
+    from train.fitting.fit import FitConfig, Stage
+    from train.reports.card import _stage_lines
+
+    run = work["runs"] / "tiny-old-kd"
+    shutil.copytree(second_stage, run)
+    config = json.loads((run / "config.json").read_text())
+    del config["teachers"]
+    config.update(name=run.name, phases=[[SIZE, 2]], distill=0.7,
+                  teacher=str(fitted["run"] / "last.keras"), teacher_size=2 * SIZE)
+    (run / "config.json").write_text(json.dumps(config))
+    result = _invoke(["fit", "--name", run.name, "--runs", work["runs"], "--resume"],
+                     work["env"])
+    assert result.exit_code == 0, result.output
+    assert _history_epochs(run) == [1, 2]
+    cfg = FitConfig.read(run)
+    assert cfg.teachers == [(str(fitted["run"] / "last.keras"), 2 * SIZE)]
+    assert (f"- Distillation: every target is 0.7 of the probabilities of the teacher "
+            f"`{fitted['run'] / 'last.keras'}` on the same augmented image (resized to "
+            f"{2 * SIZE} px for the teacher) and 0.3 of the label"
+            ) in _stage_lines(Stage(run, cfg, {}))
+    config.update(teacher_size=0)  # a teacher that saw the student's size
+    assert (f"- Distillation: every target is 0.7 of the probabilities of the teacher "
+            f"`{fitted['run'] / 'last.keras'}` on the same augmented image and 0.3 of the label"
+            ) in _stage_lines(Stage(run, FitConfig.from_json(config), {}))
+    config.update(teacher="")  # an undistilled run of then: no teachers
+    assert FitConfig.from_json(config).teachers == []
+
+
+def test_teachers_with_no_share_of_the_targets_are_not_loaded(tmp_path):
+    config = fit_mod.FitConfig(teachers=[(str(tmp_path / "nope.keras"), 0)], distill=0.0)
+    assert fit_mod._load_teachers(config, len(CLASSES)) == []
 
 
 def test_an_unusable_teacher_is_a_clean_error(work):

@@ -45,20 +45,21 @@ from train.cli.common import Command, TrainError, data_error, training_data_opti
 @click.option("--init-from", type=click.Path(dir_okay=False), default="",
               help="Start from the weights of this .keras checkpoint (a second stage), "
               "not from random ones.")
-@click.option("--teacher", type=click.Path(dir_okay=False), default="",
+@click.option("--teacher", "teachers", multiple=True, metavar="PATH[@SIZE]",
               help="Distil from this .keras model: part of every target is its probabilities "
-              "on the same augmented image.")
+              "on the same augmented image, resized to SIZE px for it. Repeat it for an "
+              "ensemble: the targets take the mean of the teachers' probabilities.")
 @click.option("--distill", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="The teacher's share of the targets (with --teacher).")
+              help="The teachers' share of the targets (with --teacher).")
 @click.option("--teacher-size", type=click.IntRange(0), default=0, show_default=True,
-              help="The teacher sees each training image resized to this size; 0: the "
-              "student's size.")
+              help="A teacher given without @SIZE sees each training image resized to this "
+              "size; 0: the student's size.")
 @click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
 def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, image_size: str,
         epochs: int | None, batch_size: int, lr: float, weight_decay: float, warmup: float,
         label_smoothing: float, mixup: float, cutmix: float, patience: int, seed: int,
         jit: bool, max_train: int, ema: float, swa_from: int, cycle: int, init_from: str,
-        teacher: str, distill: float, teacher_size: int, resume: bool) -> None:
+        teachers: tuple[str, ...], distill: float, teacher_size: int, resume: bool) -> None:
     """Train a model from the zoo; every epoch is checkpointed, so --resume can continue.
 
     \b
@@ -67,7 +68,7 @@ def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, 
             --image-size 96:12,128:4,150:2 --name scenenet
         python -m train fit --name scenenet --resume
     """
-    from train.fitting.fit import FitConfig, FitError, parse_phases
+    from train.fitting.fit import FitConfig, FitError, parse_phases, parse_teacher
     from train.fitting.fit import fit as run_fit
     from train.quiet import import_tensorflow
 
@@ -77,13 +78,17 @@ def fit(arch: str, data_dir: str, name: str | None, runs: str, split_path: str, 
         phases = parse_phases(image_size, epochs)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--image-size") from exc
+    try:
+        teacher_sizes = [parse_teacher(text, teacher_size) for text in teachers]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--teacher") from exc
     cfg = FitConfig(arch=arch, data=data_dir, name=name or arch, runs_dir=runs,
                     split=split_path, phases=phases, batch=batch_size, lr=lr,
                     weight_decay=weight_decay, warmup_epochs=warmup,
                     label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix,
                     patience=patience, seed=seed, jit=jit, max_train=max_train, ema=ema,
-                    swa_from=swa_from, cycle=cycle, init_from=init_from, teacher=teacher,
-                    distill=distill if teacher else 0.0, teacher_size=teacher_size)
+                    swa_from=swa_from, cycle=cycle, init_from=init_from,
+                    teachers=teacher_sizes, distill=distill if teachers else 0.0)
     try:
         metrics = run_fit(cfg, resume=resume)
     except data_mod.DataError as exc:

@@ -55,9 +55,10 @@ class FitConfig:
     swa_from: int = 0  # average epoch-end weights from this epoch on (train.fitting.swa); 0 = off
     cycle: int = 0  # restart the cosine every this many epochs; 0 = one cosine over the run
     init_from: str = ""  # a .keras file whose weights start the run (a second stage); "" = random
-    teacher: str = ""  # a .keras model whose probabilities are part of the targets; "" = none
-    distill: float = 0.0  # the teacher's share of the targets (train.fitting.pipeline.distilled)
-    teacher_size: int = 0  # the size the teacher sees the training images at; 0 = the student's
+    # (a .keras model, the size it sees the training images at; 0 = the student's): the mean
+    # of their probabilities is part of the targets (train.fitting.pipeline.distilled)
+    teachers: list[tuple[str, int]] = field(default_factory=list)
+    distill: float = 0.0  # the teachers' share of the targets
 
     @property
     def epochs(self) -> int:
@@ -85,8 +86,26 @@ class FitConfig:
     def from_json(cls, obj: dict) -> FitConfig:
         obj = dict(obj)
         obj["phases"] = [tuple(p) for p in obj["phases"]]
+        obj["teachers"] = [tuple(t) for t in obj.get("teachers", _one_teacher(obj))]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in obj.items() if k in known})
+
+
+def _one_teacher(obj: dict) -> list[tuple[str, int]]:
+    """The teachers of a config.json written before there could be several: `teacher` (a
+    path, "" for none) and `teacher_size`."""
+    return [(obj["teacher"], obj.get("teacher_size", 0))] if obj.get("teacher") else []
+
+
+def parse_teacher(text: str, size: int) -> tuple[str, int]:
+    """`PATH` (seen at `size`) or `PATH@SIZE`: a teacher and the size it sees the images at."""
+    path, at, given = text.rpartition("@")
+    if not at:
+        return text, size
+    if not given.isdigit():
+        raise ValueError(f"{text}: the size after @ is a whole number of px (0: the "
+                         "student's size), e.g. runs/scenenet-swa/swa.keras@128")
+    return path, int(given)
 
 
 @dataclass
@@ -117,15 +136,15 @@ def _source(stage: Stage, ref: str) -> Stage | None:
 
 def stages(run: Path, cfg: FitConfig, state: dict) -> list[Stage]:
     """Every run the model took to make, each once, a run after the runs it builds on: the
-    run whose weights it started from (`fit --init-from`), the run its teacher came from
+    run whose weights it started from (`fit --init-from`), the runs its teachers came from
     (`fit --teacher`), and theirs. A run whose folder is gone is left out."""
     chain: list[Stage] = []
     seen: set[Path] = set()
 
     def visit(stage: Stage) -> None:
         seen.add(stage.path.resolve())
-        teacher = stage.cfg.teacher if stage.cfg.distill else ""
-        for ref in (teacher, stage.cfg.init_from):
+        teachers = [path for path, _ in stage.cfg.teachers] if stage.cfg.distill else []
+        for ref in [*teachers, stage.cfg.init_from]:
             source = _source(stage, ref) if ref and len(seen) < MAX_STAGES else None
             if source is not None and source.path.resolve() not in seen:
                 visit(source)
@@ -211,13 +230,17 @@ def _load_start_weights(model, path: Path) -> None:
         raise FitError(f"--init-from {path}: its layers do not match this --arch ({exc})") from exc
 
 
-def _load_teacher(cfg: FitConfig, num_classes: int):
-    """The teacher of a distilled run (`--teacher`), or None."""
-    if not cfg.teacher or not cfg.distill:
-        return None
-    teacher = load_saved(Path(cfg.teacher), f"--teacher {cfg.teacher}: no such model")
+def _load_teachers(cfg: FitConfig, num_classes: int) -> list[tuple[object, int]]:
+    """The teachers of a distilled run (`--teacher`) with their sizes; none for a run that
+    gives them no share of the targets."""
+    return [(_load_teacher(path, num_classes), size)
+            for path, size in (cfg.teachers if cfg.distill else [])]
+
+
+def _load_teacher(path: str, num_classes: int):
+    teacher = load_saved(Path(path), f"--teacher {path}: no such model")
     if teacher.output_shape[-1] != num_classes:
-        raise FitError(f"--teacher {cfg.teacher}: it has {teacher.output_shape[-1]} classes, "
+        raise FitError(f"--teacher {path}: it has {teacher.output_shape[-1]} classes, "
                        f"the data {num_classes}")
     teacher.trainable = False
     return teacher
@@ -418,7 +441,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     else:
         model = _build(cfg, num_classes, steps_per_epoch)
     aug = AugmentConfig(mixup=cfg.mixup, cutmix=cfg.cutmix)
-    teacher = _load_teacher(cfg, num_classes)
+    teachers = _load_teachers(cfg, num_classes)
     average, swa = _averages(cfg, run, model, state, resume)
     callbacks = _step_progress(steps_per_epoch) + ([average] if average is not None else [])
     _start_history(run / "history.csv", state["epochs_done"])
@@ -431,8 +454,8 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
         size = cfg.size_at(epoch)
         train_ds = train_dataset(arrays.images, labels, split.train, size=size, batch=cfg.batch,
                                  epoch=epoch, seed=cfg.seed, num_classes=num_classes, cfg=aug)
-        if teacher is not None:
-            train_ds = distilled(train_ds, teacher, cfg.distill, cfg.teacher_size)
+        if teachers:
+            train_ds = distilled(train_ds, teachers, cfg.distill)
         val_ds = eval_dataset(arrays.images, labels, split.val, size=size,
                               num_classes=num_classes)
         started = time.perf_counter()

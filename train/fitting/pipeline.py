@@ -140,16 +140,24 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, indices: list[int], *,
     return ds.enumerate().map(make, num_parallel_calls=2, deterministic=True).prefetch(2)
 
 
-def distilled(ds: tf.data.Dataset, teacher, weight: float, size: int = 0) -> tf.data.Dataset:
-    """Targets that are `weight` of the teacher's probabilities on the very image the student
-    sees (augmented, cut and mixed) and the rest the dataset's own labels (distillation).
+def _resized(x: tf.Tensor, size: int) -> tf.Tensor:
+    """A training batch as a teacher sees it: resized to size x size, as it is with 0."""
+    return tf.image.resize(x, (size, size), method="bilinear") if size else x
 
-    With `size` the teacher sees that image resized to size x size, so a teacher trained at
-    128 px gives its best targets while the student trains at 64."""
+
+def distilled(ds: tf.data.Dataset, teachers: list[tuple[object, int]],
+              weight: float) -> tf.data.Dataset:
+    """Targets that are `weight` of the mean of the teachers' probabilities on the very image
+    the student sees (augmented, cut and mixed) and the rest the dataset's own labels
+    (distillation from one teacher or an ensemble).
+
+    `teachers` holds (model, size) pairs: with a size the teacher sees that image resized to
+    size x size, so a teacher trained at 128 px gives its best targets while the student
+    trains at 64; with 0 it sees the student's image."""
     def blend(x, y):
-        seen = tf.image.resize(x, (size, size), method="bilinear") if size else x
-        soft = tf.cast(teacher(seen, training=False), tf.float32)
-        return x, (1.0 - weight) * y + weight * soft
+        probs = [tf.cast(teacher(_resized(x, size), training=False), tf.float32)
+                 for teacher, size in teachers]
+        return x, (1.0 - weight) * y + weight * (tf.add_n(probs) / len(probs))
 
     return ds.map(blend, num_parallel_calls=1, deterministic=True)
 

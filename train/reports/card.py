@@ -81,6 +81,18 @@ def _schedule(cfg: FitConfig) -> str:
     return f"{warmup}cosine decay to zero"
 
 
+def _teachers(cfg: FitConfig) -> str:
+    """Whose probabilities a distilled stage's targets take, each teacher with its size."""
+    if len(cfg.teachers) == 1:
+        (path, size), = cfg.teachers
+        return (f"the probabilities of the teacher `{path}` on the same augmented image"
+                + (f" (resized to {size} px for the teacher)" if size else ""))
+    named = [f"`{path}` ({f'resized to {size} px' if size else 'at the student size'})"
+             for path, size in cfg.teachers]
+    return (f"the mean probabilities of the teachers {', '.join(named[:-1])} and {named[-1]} "
+            "on the same augmented image")
+
+
 def _stage_lines(stage: Stage) -> list[str]:
     cfg, state = stage.cfg, stage.state
     phases = ", ".join(f"{size} px × {n} epochs" for size, n in cfg.phases)
@@ -96,12 +108,9 @@ def _stage_lines(stage: Stage) -> list[str]:
         f"- Augmentation (training only, in the input pipeline): {'; '.join(augmentations(cfg))}",
         f"- Early stopping patience: {cfg.patience or 'off'}; seed {cfg.seed}",
     ]
-    if cfg.teacher and cfg.distill:
-        lines.append(f"- Distillation: every target is {cfg.distill:g} of the probabilities of "
-                     f"the teacher `{cfg.teacher}` on the same augmented image"
-                     + (f" (resized to {cfg.teacher_size} px for the teacher)"
-                        if cfg.teacher_size else "")
-                     + f" and {1 - cfg.distill:g} of the label")
+    if cfg.teachers and cfg.distill:
+        lines.append(f"- Distillation: every target is {cfg.distill:g} of {_teachers(cfg)} "
+                     f"and {1 - cfg.distill:g} of the label")
     if cfg.ema:
         lines.append(f"- Weight average: an exponential moving average of every weight, decay "
                      f"{cfg.ema:g}, kept beside the run (`--checkpoint ema` exports it)")
