@@ -1,4 +1,5 @@
-"""`python -m train`: summary, fit, compare, evaluate and export.
+"""`python -m train`: the training side's commands (summary, fit, compare, evaluate, export, ship,
+unknown, speed, candidates).
 
 TensorFlow is imported inside the commands that need it, so `--help` and `summary` are quick:
 no module of this package imports it (or Keras) at import time. One module per command (export
