@@ -418,6 +418,61 @@ def _metrics(cfg: FitConfig, model, state: dict, split, classes) -> dict:
     }
 
 
+@dataclass
+class _Epochs:
+    """What every epoch's datasets are made from: the decoded images, their labels, the
+    split, the augmentation and the teachers of a distilled run."""
+
+    cfg: FitConfig
+    arrays: object
+    labels: np.ndarray
+    split: data_mod.Split
+    num_classes: int
+    teachers: list[tuple[object, int]]
+
+    def datasets(self, epoch: int, size: int):
+        """(training, validation) datasets of `epoch` (0-based) at `size` px."""
+        from train.fitting.pipeline import AugmentConfig, distilled, eval_dataset, train_dataset
+
+        cfg = self.cfg
+        aug = AugmentConfig(mixup=cfg.mixup, cutmix=cfg.cutmix)
+        train_ds = train_dataset(self.arrays.images, self.labels, self.split.train, size=size,
+                                 batch=cfg.batch, epoch=epoch, seed=cfg.seed,
+                                 num_classes=self.num_classes, cfg=aug)
+        if self.teachers:
+            train_ds = distilled(train_ds, self.teachers, cfg.distill)
+        val_ds = eval_dataset(self.arrays.images, self.labels, self.split.val, size=size,
+                              num_classes=self.num_classes)
+        return train_ds, val_ds
+
+
+def _fit_epoch(model, epochs: _Epochs, epoch: int, callbacks: list) -> tuple[dict, object]:
+    """Train one epoch (0-based); (its history.csv row without the averages, validation set)."""
+    import keras
+
+    size = epochs.cfg.size_at(epoch)
+    train_ds, val_ds = epochs.datasets(epoch, size)
+    started = time.perf_counter()
+    h = model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
+                  verbose=0, callbacks=callbacks).history
+    seconds = time.perf_counter() - started
+    lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    row = {"epoch": epoch + 1, "image_size": size, "lr": lr, "seconds": round(seconds, 1)}
+    row.update({k: float(h[k][-1]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")})
+    return row, val_ds
+
+
+def _model(cfg: FitConfig, run: Path, resume: bool, num_classes: int, steps_per_epoch: int):
+    """A resumed run's model and optimizer from last.keras, else a new model."""
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    if resume:
+        import train.fitting.schedule  # noqa: F401 - registers the schedule for loading
+        return keras.models.load_model(run / "last.keras")
+    return _build(cfg, num_classes, steps_per_epoch)
+
+
 def fit(cfg: FitConfig, resume: bool = False) -> dict:
     """Train (or resume) the run `cfg.name`; returns the metrics written to metrics.json."""
     cfg, run, state = _open_run(cfg, resume)
@@ -425,23 +480,13 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
     if split.path and split.path.resolve() != (run / "split.txt").resolve():
         shutil.copyfile(split.path, run / "split.txt")
     num_classes = len(folder.classes)
-    labels = np.asarray(folder.labels)
     steps_per_epoch = len(split.train) // cfg.batch
     if steps_per_epoch == 0:
         raise FitError(f"{len(split.train)} training images make no batch of {cfg.batch}")
 
-    import keras
-
-    from train.fitting.pipeline import AugmentConfig, distilled, eval_dataset, train_dataset
-
-    keras.utils.set_random_seed(cfg.seed)
-    if resume:
-        import train.fitting.schedule  # noqa: F401 - registers the schedule for loading
-        model = keras.models.load_model(run / "last.keras")
-    else:
-        model = _build(cfg, num_classes, steps_per_epoch)
-    aug = AugmentConfig(mixup=cfg.mixup, cutmix=cfg.cutmix)
-    teachers = _load_teachers(cfg, num_classes)
+    model = _model(cfg, run, resume, num_classes, steps_per_epoch)
+    epochs = _Epochs(cfg, arrays, np.asarray(folder.labels), split, num_classes,
+                     _load_teachers(cfg, num_classes))
     average, swa = _averages(cfg, run, model, state, resume)
     callbacks = _step_progress(steps_per_epoch) + ([average] if average is not None else [])
     _start_history(run / "history.csv", state["epochs_done"])
@@ -451,20 +496,7 @@ def fit(cfg: FitConfig, resume: bool = False) -> dict:
           f"from epoch {state['epochs_done'] + 1}",
           file=sys.stderr)
     for epoch in range(state["epochs_done"], cfg.epochs):
-        size = cfg.size_at(epoch)
-        train_ds = train_dataset(arrays.images, labels, split.train, size=size, batch=cfg.batch,
-                                 epoch=epoch, seed=cfg.seed, num_classes=num_classes, cfg=aug)
-        if teachers:
-            train_ds = distilled(train_ds, teachers, cfg.distill)
-        val_ds = eval_dataset(arrays.images, labels, split.val, size=size,
-                              num_classes=num_classes)
-        started = time.perf_counter()
-        h = model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
-                      verbose=0, callbacks=callbacks).history
-        seconds = time.perf_counter() - started
-        lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-        row = {"epoch": epoch + 1, "image_size": size, "lr": lr, "seconds": round(seconds, 1)}
-        row.update({k: float(h[k][-1]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")})
+        row, val_ds = _fit_epoch(model, epochs, epoch, callbacks)
         _score_averages(row, state, model, run, epoch, cfg, average, swa, val_ds)
         print(_epoch_line(row, cfg.epochs), file=sys.stderr)
         _record_epoch(run, model, row, state)
