@@ -107,52 +107,74 @@ class ModelMeta:
         missing = [k for k in REQUIRED if k not in props]
         if missing:
             raise MetadataError(f"model metadata lacks {', '.join(missing)}")
-        values: dict[str, Any] = {}
-        for key, text in props.items():
-            try:
-                values[key] = json.loads(text)
-            except (TypeError, json.JSONDecodeError):
-                if key in REQUIRED:
-                    raise MetadataError(
-                        f"model metadata {key} is not JSON: {text[:40]!r}") from None
-                values[key] = text
-        labels = values["labels"]
-        if (not isinstance(labels, list) or not labels
-                or not all(isinstance(x, str) and x for x in labels)
-                or len(set(labels)) != len(labels)):
-            raise MetadataError("model metadata labels must be a list of distinct names")
-        if not all(x.isprintable() for x in labels):  # they name folders and fill tables
-            raise MetadataError("model metadata labels must not hold control characters, "
-                                f"not {_short(labels)}")
-        size = values["image_size"]
-        if _is_int(size):
-            size = [size, size]
-        if (not isinstance(size, list) or len(size) != 2
-                or not all(_is_int(x) and x > 0 for x in size)):
-            raise MetadataError(f"model metadata image_size must be [height, width], not "
-                                f"{_short(size)}")
-        if max(size) > MAX_SIDE:
-            raise MetadataError(f"model metadata image_size must be at most {MAX_SIDE} pixels "
-                                f"a side, not {_short(size)}")
-        order = values["channel_order"]
-        if not isinstance(order, str) or order not in ("RGB", "BGR"):
-            raise MetadataError(f"model metadata channel_order must be RGB or BGR, "
-                                f"not {_short(order)}")
-        vrange = values["value_range"]
-        if not isinstance(vrange, list) or len(vrange) != 2:
-            raise MetadataError(f"model metadata value_range must be [low, high], not "
-                                f"{_short(vrange)}")
-        if not all(_is_number(x) for x in vrange) or not vrange[0] < vrange[1]:
-            raise MetadataError("model metadata value_range must be two numbers, low below "
-                                f"high, not {_short(vrange)}")
-        if not isinstance(values["resize"], str) or values["resize"] not in RESIZE_METHODS:
-            raise MetadataError(f"model metadata resize must be one of {', '.join(RESIZE_METHODS)}")
-        if not isinstance(values["layout"], str) or values["layout"] not in ("NHWC", "NCHW"):
-            raise MetadataError(
-                f"model metadata layout must be NHWC or NCHW, not {_short(values['layout'])}")
-        unknown = (UnknownRule.from_json(values[UNKNOWN_KEY]) if UNKNOWN_KEY in values
-                   else None)
+        values = {key: _decoded(key, text) for key, text in props.items()}
         extra = {k: v for k, v in values.items() if k not in (*REQUIRED, UNKNOWN_KEY)}
-        return cls(tuple(labels), (size[0], size[1]), order,
-                   (float(vrange[0]), float(vrange[1])), values["resize"], values["layout"],
-                   extra, unknown)
+        # Checked in this order, so a file with several faults is named by the first.
+        return cls(_labels(values["labels"]), _image_size(values["image_size"]),
+                   _channel_order(values["channel_order"]), _value_range(values["value_range"]),
+                   _resize(values["resize"]), _layout(values["layout"]), extra,
+                   UnknownRule.from_json(values[UNKNOWN_KEY]) if UNKNOWN_KEY in values else None)
+
+
+def _decoded(key: str, text: str) -> Any:
+    """A value's JSON; a descriptive value that is not JSON stays text."""
+    try:
+        return json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        if key in REQUIRED:
+            raise MetadataError(f"model metadata {key} is not JSON: {text[:40]!r}") from None
+        return text
+
+
+def _labels(labels: Any) -> tuple[str, ...]:
+    if (not isinstance(labels, list) or not labels
+            or not all(isinstance(x, str) and x for x in labels)
+            or len(set(labels)) != len(labels)):
+        raise MetadataError("model metadata labels must be a list of distinct names")
+    if not all(x.isprintable() for x in labels):  # they name folders and fill tables
+        raise MetadataError("model metadata labels must not hold control characters, "
+                            f"not {_short(labels)}")
+    return tuple(labels)
+
+
+def _image_size(size: Any) -> tuple[int, int]:
+    """[height, width], or one number for a square."""
+    if _is_int(size):
+        size = [size, size]
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(_is_int(x) and x > 0 for x in size)):
+        raise MetadataError(f"model metadata image_size must be [height, width], not "
+                            f"{_short(size)}")
+    if max(size) > MAX_SIDE:
+        raise MetadataError(f"model metadata image_size must be at most {MAX_SIDE} pixels "
+                            f"a side, not {_short(size)}")
+    return size[0], size[1]
+
+
+def _value_range(vrange: Any) -> tuple[float, float]:
+    if not isinstance(vrange, list) or len(vrange) != 2:
+        raise MetadataError(f"model metadata value_range must be [low, high], not "
+                            f"{_short(vrange)}")
+    if not all(_is_number(x) for x in vrange) or not vrange[0] < vrange[1]:
+        raise MetadataError("model metadata value_range must be two numbers, low below "
+                            f"high, not {_short(vrange)}")
+    return float(vrange[0]), float(vrange[1])
+
+
+def _channel_order(order: Any) -> str:
+    if not isinstance(order, str) or order not in ("RGB", "BGR"):
+        raise MetadataError(f"model metadata channel_order must be RGB or BGR, "
+                            f"not {_short(order)}")
+    return order
+
+
+def _resize(method: Any) -> str:
+    if not isinstance(method, str) or method not in RESIZE_METHODS:
+        raise MetadataError(f"model metadata resize must be one of {', '.join(RESIZE_METHODS)}")
+    return method
+
+
+def _layout(layout: Any) -> str:
+    if not isinstance(layout, str) or layout not in ("NHWC", "NCHW"):
+        raise MetadataError(f"model metadata layout must be NHWC or NCHW, not {_short(layout)}")
+    return layout
