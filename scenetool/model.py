@@ -164,6 +164,15 @@ class SceneModel:
                  data: bytes | None = None):
         self.path = Path(path)
         self._bytes = read_model(self.path) if data is None else data
+        self.session = self._open_session(threads)
+        try:
+            self.meta = ModelMeta.from_props(self.session.get_modelmeta().custom_metadata_map)
+        except MetadataError as exc:
+            raise ModelError(f"{self.path} is not a scenetool model: {exc}") from None
+        self.input_name = self._check_input()
+        self.output_name, self.score_name = self._outputs()
+
+    def _open_session(self, threads: int | None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -179,15 +188,14 @@ class SceneModel:
         available = ort.get_available_providers()
         providers = [p for p in PREFERRED_PROVIDERS if p in available] or available
         try:
-            self.session = ort.InferenceSession(self._bytes, options, providers=providers)
+            return ort.InferenceSession(self._bytes, options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"not a usable ONNX model: {self.path} ({first[:160]})") from None
-        try:
-            self.meta = ModelMeta.from_props(self.session.get_modelmeta().custom_metadata_map)
-        except MetadataError as exc:
-            raise ModelError(f"{self.path} is not a scenetool model: {exc}") from None
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+
+    def _check_input(self) -> str:
+        """The name of the one image input, once its shape agrees with the metadata."""
+        inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ModelError(f"{self.path}: expected one image input of rank 4")
         shape = inputs[0].shape
@@ -195,10 +203,14 @@ class SceneModel:
         if all(isinstance(d, int) for d in spatial) and tuple(spatial) != self.meta.image_size:
             raise ModelError(f"{self.path}: input is {spatial[0]}x{spatial[1]} but the metadata "
                              f"says {self.meta.image_size[0]}x{self.meta.image_size[1]}")
-        self.input_name = inputs[0].name
+        return inputs[0].name
+
+    def _outputs(self) -> tuple[str, str | None]:
+        """(the probabilities' output, the scene score's output or None), once the number of
+        probabilities agrees with the labels and the unknown rule's output exists."""
+        outputs = self.session.get_outputs()
         names = [o.name for o in outputs]
         probs = outputs[names.index(PROBS_OUTPUT)] if PROBS_OUTPUT in names else outputs[0]
-        self.output_name = probs.name
         n_out = probs.shape[-1] if probs.shape else None
         if isinstance(n_out, int) and n_out != len(self.meta.labels):
             raise ModelError(f"{self.path}: {n_out} outputs but {len(self.meta.labels)} labels")
@@ -206,7 +218,7 @@ class SceneModel:
         if rule is not None and rule.output not in names:
             raise ModelError(f"{self.path}: the metadata's unknown rule reads the output "
                              f"{rule.output!r}, which the graph lacks")
-        self.score_name = rule.output if rule is not None else None
+        return probs.name, rule.output if rule is not None else None
 
     @property
     def labels(self) -> tuple[str, ...]:
