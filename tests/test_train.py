@@ -8,6 +8,7 @@ test after it. The whole file takes about a minute on two cores.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import re
@@ -966,3 +967,34 @@ def test_a_candidate_measured_again_keeps_its_note_and_training_time():
     assert [(r.name, r.note, r.train_seconds, r.accuracy) for r in rows] == [
         ("a", "written once", 60.0, 0.9), ("b", "new note", 7.0, None),
         ("c", "measured: onnxruntime on val.txt", 5.0, 0.5)]
+
+
+def test_the_candidates_plot_never_prints_one_name_over_another():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from train.reports.candidates import place_labels
+
+    # The real table's points: three of equal accuracy, two of them close in speed, and a
+    # cluster near the left edge.
+    points = [("scenenet", (172.1, 92.40)), ("scenenet-long", (204.4, 93.40)),
+              ("scenenet-long-last", (203.6, 93.30)), ("scenenet-long-ema", (199.3, 93.35)),
+              ("scenenet-long-128px", (325.4, 93.02)), ("scenenet-swa", (327.5, 93.54)),
+              ("scenenet-swa-last", (325.5, 93.11)), ("scenenet-swa-160px", (206.1, 93.26)),
+              ("scenenet-kd", (247.4, 93.68)), ("scenenet-kd-swa", (254.0, 93.54)),
+              ("scenenet-ens", (265.5, 93.54)), ("scenenet-ens-last", (258.6, 93.78))]
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    ax.scatter([x for _, (x, _) in points], [y for _, (_, y) in points])
+    texts = place_labels(ax, points)
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    named = {t.get_text(): t.get_window_extent(renderer) for t in texts}
+    plt.close(fig)
+    assert list(named) == [name for name, _ in points]
+    assert [t.xy for t in texts] == [xy for _, xy in points]
+    assert texts[0].xyann == (4, 4)  # a name with room goes above right of its point
+    assert [name for name, box in named.items()
+            if not (frame.x0 <= box.x0 and box.x1 <= frame.x1)] == []  # all inside the axes
+    assert [(a, b) for (a, box_a), (b, box_b) in itertools.combinations(named.items(), 2)
+            if box_a.overlaps(box_b)] == []

@@ -147,8 +147,7 @@ def plot(rows: list[Candidate], out: Path, title: str = "Candidates") -> Path:
     for r in drawn:
         size = 20 + (r.params or 0) / 2e4
         ax.scatter(r.images_per_second, 100 * r.accuracy, s=size, alpha=0.7)
-        ax.annotate(r.name, (r.images_per_second, 100 * r.accuracy), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
+    place_labels(ax, [(r.name, (r.images_per_second, 100 * r.accuracy)) for r in drawn])
     missing = [r.name for r in rows if r not in drawn]
     ax.set_xlabel("images/s, batch 32 (onnxruntime, this machine)")
     ax.set_ylabel("validation accuracy (%)")
@@ -159,3 +158,38 @@ def plot(rows: list[Candidate], out: Path, title: str = "Candidates") -> Path:
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
+
+
+# Where a point's name may go, in points from it: above right first, then below right, above
+# left, below left, then the same a line farther away.
+_LABEL_OFFSETS = ((4, 4), (4, -11), (-4, 4), (-4, -11), (4, 14), (4, -21), (-4, 14), (-4, -21))
+
+
+def place_labels(ax, points: list[tuple[str, tuple[float, float]]]) -> list:
+    """Name every point, each name at the first offset where it stays inside the axes and
+    covers no name placed before it (candidates of equal accuracy and close speed would
+    otherwise print their names over each other); the text artists, in the order of
+    `points`. A name with no such place goes above right."""
+    renderer = ax.figure.canvas.get_renderer()
+    ax.figure.canvas.draw()  # fixes the axes' limits, so the boxes below are final
+    frame = ax.get_window_extent(renderer)
+
+    def name_at(name: str, xy: tuple[float, float], offset: tuple[int, int]):
+        text = ax.annotate(name, xy, fontsize=8, xytext=offset, textcoords="offset points",
+                           ha="left" if offset[0] > 0 else "right")
+        return text, text.get_window_extent(renderer)
+
+    placed, texts = [], []
+    for name, xy in points:
+        for offset in _LABEL_OFFSETS:
+            text, box = name_at(name, xy, offset)
+            inside = (frame.x0 <= box.x0 and box.x1 <= frame.x1
+                      and frame.y0 <= box.y0 and box.y1 <= frame.y1)
+            if inside and not any(box.overlaps(other) for other in placed):
+                break
+            text.remove()
+        else:
+            text, box = name_at(name, xy, _LABEL_OFFSETS[0])
+        placed.append(box)
+        texts.append(text)
+    return texts
