@@ -693,6 +693,9 @@ def test_export_writes_checked_model_and_card(exported):
     assert sorted(p.name for p in out.parent.iterdir()) == [
         "MODEL.md", "calibration.png", "confusion.png", "curves.png", "scenes.onnx",
         "spotcheck.png"]
+    assert re.search(r"\| speed \| \d+\.\d\d ms per image \(.*, \d+ cores, of which the timing "
+                     r"got \d+\.\d: fewer than 2 means other work shared them\) \|",
+                     card.read_text())
 
     proto = onnx.load(out)
     onnx.checker.check_model(proto, full_check=True)
@@ -954,6 +957,25 @@ def test_speed_and_candidates_compare_models_side_by_side(work, fitted, exported
     # the note given; the time the file carries, as --train-seconds no longer says otherwise
     assert (row["note"], row["train_seconds"]) == ("the tiny test model",
                                                    meta.extra["train_seconds"])
+
+
+def test_speed_says_how_many_cores_the_timing_got(tmp_path, monkeypatch):
+    """A model timed beside other work looks slow; the CPU time its batches got per second
+    of their wall time tells the two apart. Fake clocks: each batch takes 2 s of wall time
+    and 3 s of CPU time (two threads sharing the cores with something else)."""
+    from conftest import build_tiny_model
+
+    from train.reports import speed as speed_mod
+
+    wall, cpu = itertools.count(0.0, 2.0), itertools.count(0.0, 3.0)
+    monkeypatch.setattr(speed_mod, "perf_counter", lambda: next(wall))
+    monkeypatch.setattr(speed_mod, "process_time", lambda: next(cpu))
+    model = build_tiny_model(tmp_path / "tiny.onnx")
+    (found,) = speed_mod.throughputs([model], rounds=3)
+    assert (found.images_per_second, found.cores_used) == (16.0, 1.5)
+    result = CliRunner().invoke(cli, ["speed", str(model), "--rounds", "3"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"{model}: 16.0 images/s at 32 px (16.0-16.0) on 1.5 cores, 1.00x\n"
 
 
 def test_a_candidate_measured_again_keeps_its_note_and_training_time():

@@ -28,4 +28,5 @@ def speed(models: tuple[str, ...], threads: int, rounds: int) -> None:
     base = found[0].images_per_second
     for s in found:
         click.echo(f"{s.path}: {s.images_per_second:.1f} images/s at {s.image_size[0]} px "
-                   f"({s.spread[0]:.1f}-{s.spread[1]:.1f}), {s.images_per_second / base:.2f}x")
+                   f"({s.spread[0]:.1f}-{s.spread[1]:.1f}) on {s.cores_used:.1f} cores, "
+                   f"{s.images_per_second / base:.2f}x")

@@ -16,7 +16,7 @@ from train.export import OPSET, PARITY_IMAGES, PARITY_TOL, ExportResult
 from train.fitting.fit import FitConfig, Stage, stages, train_seconds
 from train.fitting.pipeline import AugmentConfig
 from train.reports.evaluate import draw
-from train.reports.speed import BATCH, ROUNDS, THREADS, throughputs
+from train.reports.speed import BATCH, ROUNDS, THREADS, Speed, throughputs
 
 
 def augmentations(cfg: FitConfig) -> list[str]:
@@ -226,7 +226,7 @@ def results_section(res: ExportResult, pngs: dict[str, Path], card_dir: Path) ->
     ]
 
 
-def model_section(res: ExportResult, ms: float) -> list[str]:
+def model_section(res: ExportResult, speed: Speed) -> list[str]:
     import onnxruntime
 
     s = res.image_size
@@ -240,9 +240,11 @@ def model_section(res: ExportResult, ms: float) -> list[str]:
         ["ONNX opset", str(OPSET)],
         ["parameters", f"{res.params:,}"],
         ["MACs per image", f"{res.macs / 1e6:.1f} M (Conv, MatMul; FLOPs ≈ 2 × MACs)"],
-        ["speed", (f"{ms:.2f} ms per image (onnxruntime {onnxruntime.__version__}, batch "
-                  f"{BATCH}, {THREADS} intra-op threads, median of {ROUNDS}; "
-                  f"{platform.machine()}, {os.cpu_count()} cores)")],
+        ["speed", (f"{speed.ms_per_image:.2f} ms per image (onnxruntime "
+                   f"{onnxruntime.__version__}, batch {BATCH}, {THREADS} intra-op threads, "
+                   f"median of {ROUNDS}; {platform.machine()}, {os.cpu_count()} cores, of which "
+                   f"the timing got {speed.cores_used:.1f}: fewer than {THREADS} means other "
+                   "work shared them)")],
         ["parity", (f"max abs difference to Keras {res.parity_max_diff:.1e} on "
                     f"{min(PARITY_IMAGES, res.report['n'])} validation images "
                     f"(limit {PARITY_TOL:g})")],
@@ -315,7 +317,7 @@ def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str]
     pngs["curves"] = compare_curves(runs, card_dir / "curves.png",
                                     f"Training curves: {'run' if len(runs) == 1 else 'runs'} "
                                     f"{', '.join(r.name for r in runs)}")
-    ms = throughputs([res.path])[0].ms_per_image
+    speed = throughputs([res.path])[0]
     created = json.loads(res.props["created"])
     head = [
         f"# Model card: {res.path.name}", "",
@@ -325,7 +327,7 @@ def write_card(res: ExportResult, card: Path, runs_dir: Path, compare: list[str]
     ]
     lines = (head + data_section(res) + recipe_section(res, chain) + run_notes(runs)
              + results_section(res, pngs, card_dir)
-             + unknown_section(res, card_dir) + model_section(res, ms)
+             + unknown_section(res, card_dir) + model_section(res, speed)
              + comparison_section(res, runs_dir, compare))
     if registry is not None:
         lines += candidates_section(registry, card_dir, res.run.cfg.arch)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from time import perf_counter, process_time
 
 import numpy as np
 
@@ -27,6 +27,9 @@ class Speed:
     image_size: tuple[int, int]
     images_per_second: float  # median over the rounds
     spread: tuple[float, float]  # slowest and fastest round
+    # CPU seconds per second of its timed batches: about the intra-op threads when the model
+    # had the cores to itself, fewer when other work shared them (then the speed is low)
+    cores_used: float
 
     @property
     def ms_per_image(self) -> float:
@@ -45,11 +48,13 @@ def throughputs(paths: Sequence[str | os.PathLike], batch: int = BATCH,
         for _ in range(WARMUP):
             model.predict_scored(x)
     times: list[list[float]] = [[] for _ in models]
+    cpu = [0.0 for _ in models]
     for _ in range(rounds):
         for i, (model, x) in enumerate(zip(models, inputs, strict=True)):
-            started = time.perf_counter()
+            started, cpu_started = perf_counter(), process_time()
             model.predict_scored(x)
-            times[i].append(time.perf_counter() - started)
+            times[i].append(perf_counter() - started)
+            cpu[i] += process_time() - cpu_started
     return [Speed(m.path, m.image_size, batch / statistics.median(t),
-                  (batch / max(t), batch / min(t)))
-            for m, t in zip(models, times, strict=True)]
+                  (batch / max(t), batch / min(t)), c / sum(t))
+            for m, t, c in zip(models, times, cpu, strict=True)]
