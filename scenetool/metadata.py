@@ -111,8 +111,10 @@ class ModelMeta:
         extra = {k: v for k, v in values.items() if k not in (*REQUIRED, UNKNOWN_KEY)}
         # Checked in this order, so a file with several faults is named by the first.
         return cls(_labels(values["labels"]), _image_size(values["image_size"]),
-                   _channel_order(values["channel_order"]), _value_range(values["value_range"]),
-                   _resize(values["resize"]), _layout(values["layout"]), extra,
+                   _choice("channel_order", values["channel_order"], ("RGB", "BGR")),
+                   _value_range(values["value_range"]),
+                   _choice("resize", values["resize"], RESIZE_METHODS),
+                   _choice("layout", values["layout"], ("NHWC", "NCHW")), extra,
                    UnknownRule.from_json(values[UNKNOWN_KEY]) if UNKNOWN_KEY in values else None)
 
 
@@ -161,20 +163,9 @@ def _value_range(vrange: Any) -> tuple[float, float]:
     return float(vrange[0]), float(vrange[1])
 
 
-def _channel_order(order: Any) -> str:
-    if not isinstance(order, str) or order not in ("RGB", "BGR"):
-        raise MetadataError(f"model metadata channel_order must be RGB or BGR, "
-                            f"not {_short(order)}")
-    return order
-
-
-def _resize(method: Any) -> str:
-    if not isinstance(method, str) or method not in RESIZE_METHODS:
-        raise MetadataError(f"model metadata resize must be one of {', '.join(RESIZE_METHODS)}")
-    return method
-
-
-def _layout(layout: Any) -> str:
-    if not isinstance(layout, str) or layout not in ("NHWC", "NCHW"):
-        raise MetadataError(f"model metadata layout must be NHWC or NCHW, not {_short(layout)}")
-    return layout
+def _choice(key: str, value: Any, options: tuple[str, ...]) -> str:
+    """`value` when it is one of `options`; otherwise a message naming the options."""
+    if isinstance(value, str) and value in options:
+        return value
+    allowed = " or ".join(options) if len(options) == 2 else "one of " + ", ".join(options)
+    raise MetadataError(f"model metadata {key} must be {allowed}, not {_short(value)}")

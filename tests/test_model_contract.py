@@ -156,7 +156,7 @@ def test_a_model_with_a_lowercase_channel_order_exits_2(tmp_path):
     ({"value_range": [0]}, "model metadata value_range must be [low, high], not [0]"),
     ({"value_range": 255}, "model metadata value_range must be [low, high], not 255"),
     ({"resize": "cubic"}, "model metadata resize must be one of nearest, bilinear, bicubic, "
-                          "lanczos, box, hamming"),
+                          "lanczos, box, hamming, not cubic"),
     ({"layout": "CHW"}, "model metadata layout must be NHWC or NCHW, not CHW"),
 ])
 def test_unusable_metadata_is_refused_with_its_reason(changes, message):
