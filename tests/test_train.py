@@ -618,6 +618,17 @@ def test_fixed_size_arch_refuses_another_size():
         check_size(FitConfig(arch="seed-cnn", phases=[(150, 1)]), 96)
 
 
+def test_the_wide_scenenet_is_wider_yet_within_the_8_mb_file_budget():
+    from train.fitting.zoo import make_model
+
+    base, wide = make_model("scenenet", 6, None), make_model("scenenet-wide", 6, None)
+    assert base.count_params() < wide.count_params() < 8_000_000 / 4  # float32 weights
+    first_convs = [[layer.filters for layer in m.layers if hasattr(layer, "filters")][0]
+                   for m in (base, wide)]
+    assert first_convs == [24, 32]
+    assert wide(np.zeros((1, 96, 96, 3), np.float32)).shape == (1, 6)  # any input size
+
+
 def test_resume_without_state_is_a_clean_error(work):
     result = _invoke(["fit", "--name", "nothing", "--runs", work["runs"], "--resume"],
                      work["env"])
