@@ -629,6 +629,14 @@ def test_the_wide_scenenet_is_wider_yet_within_the_8_mb_file_budget():
     assert wide(np.zeros((1, 96, 96, 3), np.float32)).shape == (1, 6)  # any input size
 
 
+def test_fit_help_names_every_arch_of_the_zoo():
+    from train.fitting.zoo import ARCHS
+
+    result = CliRunner().invoke(cli, ["fit", "--help"])
+    listed = re.search(r"Model from the zoo: ([^.]*)\.", " ".join(result.output.split()))
+    assert listed and listed.group(1).split(", ") == list(ARCHS)
+
+
 def test_resume_without_state_is_a_clean_error(work):
     result = _invoke(["fit", "--name", "nothing", "--runs", work["runs"], "--resume"],
                      work["env"])

@@ -13,7 +13,7 @@ from train.cli.common import Command, TrainError, data_error, training_data_opti
 
 @click.command(cls=Command)
 @click.option("--arch", default="scenenet", show_default=True,
-              help="Model from the zoo: seed-dense, seed-cnn, scenenet, tiny.")
+              help="Model from the zoo: seed-dense, seed-cnn, scenenet, scenenet-wide, tiny.")
 @training_data_option
 @click.option("--name", default=None, help="Run name (folder under --runs). Default: the arch.")
 @click.option("--runs", default="runs", show_default=True, help="Folder of runs.")
